@@ -1,0 +1,26 @@
+# EncoderDecoder on a frozen CLIP ViT-B/16 (METHOD §0, §6). The decode head is set by the
+# top-level configs (VPLHead for VPL; any MMSeg head works on these maps).
+# CLIP's normalisation lives here, in the data preprocessor (mean/std × 255, RGB);
+# size_divisor=16 pads inputs to the patch size and MMSeg crops the padding off.
+clip_mean = [0.48145466 * 255, 0.4578275 * 255, 0.40821073 * 255]
+clip_std = [0.26862954 * 255, 0.26130258 * 255, 0.27577711 * 255]
+data_preprocessor = dict(
+    type='SegDataPreProcessor',
+    mean=clip_mean,
+    std=clip_std,
+    bgr_to_rgb=True,
+    pad_val=0,
+    seg_pad_val=255,
+    size_divisor=16)
+model = dict(
+    type='EncoderDecoder',
+    data_preprocessor=data_preprocessor,
+    backbone=dict(
+        type='CLIPVisionBackbone',
+        # (a) open_clip name + tag; offline: clip=dict(model_name='ViT-B-16',
+        #     checkpoint='/path/ViT-B-16.pt', force_quick_gelu=True) — see README.
+        clip=dict(model_name='ViT-B-16', pretrained='openai',
+                  pos_interpolation='bilinear'),
+        out_indices=tuple(range(11))),
+    train_cfg=dict(),
+    test_cfg=dict(mode='whole'))

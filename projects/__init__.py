@@ -1,0 +1,1 @@
+"""Namespace of the repository's MMSeg-style projects (``projects.vpl``)."""

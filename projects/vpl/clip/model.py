@@ -1,0 +1,273 @@
+"""A frozen open_clip ViT with the dense forward that CLIP-ES and VPL need.
+
+``FrozenCLIP`` wraps an ``open_clip`` CLIP model and exposes, for one forward:
+
+* patch tokens of chosen blocks (the decoder's multi-level input, METHOD §6),
+* dense embeddings in the joint space: ``proj(ln_post(token))`` for every patch token
+  (the pixel features of VPL, METHOD §4),
+* head-averaged patch-to-patch attention of chosen blocks (CAA, METHOD §3),
+* the GradCAM split of CLIP-ES (METHOD §2): blocks ``1..L-1`` without gradient, the
+  activation = the last block's ``ln_1`` output with gradient, the image embedding =
+  ``proj`` of the mean of the ``ln_post``-ed patch tokens.
+
+Input sizes: any ``H×W`` whose sides are multiples of the patch size. The positional
+embedding is interpolated to the patch grid — bilinearly with ``align_corners=False``
+and the class-token entry kept as is, as CLIP-ES does it (``pos_interpolation='bicubic'``
+is the alternative). A size that is not a multiple of the patch is an error (the data
+pipelines and the CAM code resize images to multiples of the patch, as CLIP-ES rounds up).
+
+Every method takes images already normalised with CLIP's mean/std (``FrozenCLIP.mean``
+and ``.std``, RGB in [0, 1] scale); in MMSeg this is the model's ``SegDataPreProcessor``.
+"""
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class DenseOutput:
+    """What one dense forward returns (all batch-first, block indices 1-based)."""
+
+    tokens: Dict[int, torch.Tensor] = field(default_factory=dict)
+    attn: Dict[int, torch.Tensor] = field(default_factory=dict)
+    dense: Optional[torch.Tensor] = None
+    image_embed: Optional[torch.Tensor] = None
+    grid: Tuple[int, int] = (0, 0)
+
+
+class FrozenCLIP(nn.Module):
+    """A frozen open_clip CLIP with dense outputs (see the module docstring).
+
+    Args:
+        model: an ``open_clip.model.CLIP`` (or ``CustomTextCLIP``) with a standard ViT
+            vision tower (``nn.MultiheadAttention`` blocks, batch-first).
+        tokenizer: callable ``texts -> LongTensor`` for :meth:`encode_text`.
+        identity: a JSON-able description of the model and its weights, used for
+            cache keys (text prototypes, phase-1 fingerprints).
+        mean: CLIP's RGB normalisation mean (0–1 scale).
+        std: CLIP's RGB normalisation std (0–1 scale).
+        pos_interpolation: ``'bilinear'`` (CLIP-ES) or ``'bicubic'``.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer, identity: dict,
+                 mean: Sequence[float] = OPENAI_MEAN, std: Sequence[float] = OPENAI_STD,
+                 pos_interpolation: str = 'bilinear') -> None:
+        super().__init__()
+        visual = model.visual
+        blocks = getattr(getattr(visual, 'transformer', None), 'resblocks', None)
+        if blocks is None or not all(isinstance(b.attn, nn.MultiheadAttention)
+                                     for b in blocks):
+            raise TypeError(f'{type(visual).__name__}: FrozenCLIP needs an open_clip '
+                            'VisionTransformer whose blocks use nn.MultiheadAttention '
+                            '(the OpenAI-style ViT models, e.g. ViT-B-16)')
+        if not getattr(visual.transformer, 'batch_first', True):
+            raise TypeError('FrozenCLIP expects a batch-first open_clip transformer '
+                            '(open_clip >= 2.24)')
+        if pos_interpolation not in ('bilinear', 'bicubic'):
+            raise ValueError(f'pos_interpolation must be bilinear or bicubic, '
+                             f'got {pos_interpolation!r}')
+        self.model = model
+        self.tokenizer = tokenizer
+        self.identity = identity
+        self.mean = tuple(float(v) for v in mean)
+        self.std = tuple(float(v) for v in std)
+        self.pos_interpolation = pos_interpolation
+        self.patch_size = int(visual.conv1.kernel_size[0])
+        self.width = int(visual.conv1.out_channels)
+        self.num_layers = len(blocks)
+        self.embed_dim = int(visual.proj.shape[1]) if visual.proj is not None else self.width
+        self._pos_cache: Dict[Tuple[int, int], torch.Tensor] = {}
+        self._fingerprint: Optional[str] = None
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.model.eval()
+
+    # ------------------------------------------------------------------ basics
+    def train(self, mode: bool = True) -> 'FrozenCLIP':
+        """CLIP stays in eval mode whatever the enclosing model does (it is frozen)."""
+        return super().train(False)
+
+    @property
+    def logit_scale(self) -> float:
+        """``exp(logit_scale)`` of the model (100 for OpenAI's weights)."""
+        return float(self.model.logit_scale.detach().exp())
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.visual.conv1.weight.device
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the identity and all weights: a stable key for caches."""
+        if self._fingerprint is None:
+            h = hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode())
+            for name, t in self.model.state_dict().items():
+                h.update(name.encode())
+                h.update(t.detach().to('cpu', torch.float32).contiguous().numpy().tobytes())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    def grid_size(self, height: int, width: int) -> Tuple[int, int]:
+        """Patch grid of an input size; both sides must be multiples of the patch."""
+        p = self.patch_size
+        if height % p or width % p:
+            raise ValueError(f'input size {height}x{width} is not a multiple of the '
+                             f'patch size {p}: resize or pad it first')
+        return height // p, width // p
+
+    # ------------------------------------------------------------ the forward
+    def _pos_embed(self, grid: Tuple[int, int]) -> torch.Tensor:
+        """Positional embedding interpolated to ``grid`` (METHOD §2), cached per grid."""
+        if grid not in self._pos_cache:
+            pos = self.model.visual.positional_embedding
+            src = self.model.visual.grid_size
+            if tuple(grid) == tuple(src):
+                out = pos
+            else:
+                cls_pos, patch_pos = pos[:1], pos[1:]
+                patch_pos = patch_pos.reshape(1, src[0], src[1], -1).permute(0, 3, 1, 2)
+                patch_pos = F.interpolate(patch_pos.float(), size=grid,
+                                          mode=self.pos_interpolation,
+                                          align_corners=False)
+                patch_pos = patch_pos.to(pos.dtype).permute(0, 2, 3, 1).reshape(
+                    grid[0] * grid[1], -1)
+                out = torch.cat([cls_pos, patch_pos], dim=0)
+            self._pos_cache[grid] = out.detach()
+        return self._pos_cache[grid]
+
+    def _apply(self, fn, *args, **kwargs):
+        self._pos_cache.clear()  # device / dtype moves invalidate the cache
+        return super()._apply(fn, *args, **kwargs)
+
+    def _embed(self, images: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f'expected images of shape (B, 3, H, W), got '
+                             f'{tuple(images.shape)}')
+        grid = self.grid_size(images.shape[2], images.shape[3])
+        visual = self.model.visual
+        x = visual.conv1(images.to(visual.conv1.weight.dtype))
+        x = x.flatten(2).transpose(1, 2)
+        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + self._pos_embed(grid).to(x.dtype)
+        return visual.ln_pre(x), grid
+
+    @staticmethod
+    def _block(block: nn.Module, x: torch.Tensor,
+               need_attn: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """One residual block; with ``need_attn`` also its head-averaged attention."""
+        if not need_attn:
+            return block(x), None
+        h = block.ln_1(x)
+        out, attn = block.attn(h, h, h, need_weights=True, average_attn_weights=True)
+        x = x + block.ls_1(out)
+        x = x + block.ls_2(block.mlp(block.ln_2(x)))
+        return x, attn[:, 1:, 1:]
+
+    def _head(self, x: torch.Tensor,
+              grid: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``ln_post`` + ``proj`` on the patch tokens: (image embedding, dense map)."""
+        visual = self.model.visual
+        patches = visual.ln_post(x[:, 1:])
+        if visual.proj is not None:
+            patches = patches @ visual.proj
+        image_embed = patches.mean(dim=1)
+        dense = patches.transpose(1, 2).reshape(x.shape[0], -1, *grid)
+        return image_embed, dense
+
+    @torch.no_grad()
+    def forward_dense(self, images: torch.Tensor, token_blocks: Sequence[int] = (),
+                      attn_blocks: Sequence[int] = ()) -> DenseOutput:
+        """Frozen forward returning tokens, attentions and dense embeddings.
+
+        Args:
+            images: (B, 3, H, W), CLIP-normalised.
+            token_blocks: 1-based blocks whose output patch tokens to return.
+            attn_blocks: 1-based blocks whose head-averaged attention to return.
+        """
+        self._check_blocks(token_blocks, attn_blocks)
+        x, grid = self._embed(images)
+        out = DenseOutput(grid=grid)
+        for i, block in enumerate(self.model.visual.transformer.resblocks, 1):
+            x, attn = self._block(block, x, i in attn_blocks)
+            if attn is not None:
+                out.attn[i] = attn
+            if i in token_blocks:
+                out.tokens[i] = x[:, 1:]
+        out.image_embed, out.dense = self._head(x, grid)
+        return out
+
+    def forward(self, images: torch.Tensor) -> DenseOutput:
+        """Dense embeddings and image embedding only (see :meth:`forward_dense`)."""
+        return self.forward_dense(images)
+
+    # ----------------------------------------------------- the GradCAM split
+    @torch.no_grad()
+    def gradcam_inputs(self, images: torch.Tensor, attn_blocks: Sequence[int] = ()
+                       ) -> Tuple[torch.Tensor, Dict[int, torch.Tensor], Tuple[int, int]]:
+        """Blocks ``1..L-1`` without gradient (METHOD §2).
+
+        Returns:
+            ``x_last`` (B, 1+hw, width): the input of the last block; the attention of the
+            requested blocks (the last block's too, computed from ``x_last``); the grid.
+        """
+        self._check_blocks((), attn_blocks)
+        x, grid = self._embed(images)
+        blocks = self.model.visual.transformer.resblocks
+        attns = {}
+        for i, block in enumerate(blocks[:-1], 1):
+            x, attn = self._block(block, x, i in attn_blocks)
+            if attn is not None:
+                attns[i] = attn
+        if self.num_layers in attn_blocks:
+            h = blocks[-1].ln_1(x)
+            attns[self.num_layers] = blocks[-1].attn(
+                h, h, h, need_weights=True, average_attn_weights=True)[1][:, 1:, 1:]
+        return x, attns, grid
+
+    def last_block_ln1(self, x_last: torch.Tensor) -> torch.Tensor:
+        """The GradCAM activation: the last block's ``ln_1`` output (CLIP-ES's target layer)."""
+        return self.model.visual.transformer.resblocks[-1].ln_1(x_last)
+
+    def finish_from_ln1(self, x_last: torch.Tensor, act: torch.Tensor,
+                        grid: Optional[Tuple[int, int]] = None
+                        ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Finish the last block with ``act`` in place of ``ln_1(x_last)``.
+
+        The residual path uses ``x_last`` (as in the block), so gradients reach ``act``
+        only through the attention, exactly as a hook on ``ln_1`` sees them in CLIP-ES.
+        ``x_last`` and ``act`` may be repeated along the batch (e.g. once per class).
+
+        Returns:
+            (image embedding (N, D), dense embeddings (N, D, h, w)), both un-normalised.
+        """
+        block = self.model.visual.transformer.resblocks[-1]
+        if grid is None:
+            side = int(round((act.shape[1] - 1) ** 0.5))
+            if side * side != act.shape[1] - 1:
+                raise ValueError('finish_from_ln1 needs `grid` for a non-square input')
+            grid = (side, side)
+        x = x_last + block.ls_1(block.attn(act, act, act, need_weights=False)[0])
+        x = x + block.ls_2(block.mlp(block.ln_2(x)))
+        return self._head(x, grid)
+
+    # ------------------------------------------------------------------ text
+    @torch.no_grad()
+    def encode_text(self, texts: List[str]) -> torch.Tensor:
+        """L2-normalised text embeddings (T, D) of the given prompts."""
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+
+    def _check_blocks(self, *groups: Sequence[int]) -> None:
+        for group in groups:
+            bad = [b for b in group if not 1 <= b <= self.num_layers]
+            if bad:
+                raise ValueError(f'block indices {bad} outside 1..{self.num_layers} '
+                                 '(blocks are 1-based)')

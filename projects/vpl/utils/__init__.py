@@ -1,0 +1,5 @@
+"""Small helpers shared by every room of the project."""
+from .io import atomic_open, atomic_save_png, atomic_torch_save
+from .launch import setup_distributed
+
+__all__ = ['atomic_open', 'atomic_save_png', 'atomic_torch_save', 'setup_distributed']

@@ -1,0 +1,60 @@
+"""Atomic file output: write to a temporary name in the same folder, then rename.
+
+Every file the project writes (pseudo-labels, CAMs, prototype caches, converted masks,
+label files) goes through these helpers, so an interrupted run never leaves a
+half-written file under its final name.
+"""
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator, Union
+
+import numpy as np
+
+PathLike = Union[str, os.PathLike]
+
+
+@contextlib.contextmanager
+def atomic_open(path: PathLike, mode: str = 'wb') -> Iterator[IO]:
+    """Open ``path`` for writing through a temporary file renamed on success.
+
+    The temporary file lives in the destination folder (so ``os.replace`` is atomic)
+    and is removed if the block raises.
+    """
+    if 'w' not in mode:
+        raise ValueError(f'atomic_open only writes, got mode {mode!r}')
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_save_png(path: PathLike, array: np.ndarray, palette: np.ndarray = None) -> None:
+    """Save a 2-D uint8 array as a single-channel PNG (optionally palettised), atomically."""
+    from PIL import Image
+    array = np.asarray(array)
+    if array.ndim != 2 or array.dtype != np.uint8:
+        raise ValueError(f'{path}: expected a 2-D uint8 label map, got '
+                         f'shape {array.shape} dtype {array.dtype}')
+    img = Image.fromarray(array, mode='P' if palette is not None else 'L')
+    if palette is not None:
+        img.putpalette(np.asarray(palette, dtype=np.uint8).reshape(-1).tolist())
+    with atomic_open(path, 'wb') as f:
+        img.save(f, format='PNG')
+
+
+def atomic_torch_save(obj: object, path: PathLike) -> None:
+    """``torch.save`` to a temporary name, then rename."""
+    import torch
+    with atomic_open(path, 'wb') as f:
+        torch.save(obj, f)

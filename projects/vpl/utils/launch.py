@@ -1,0 +1,37 @@
+"""Pick the distributed backend for the machine: NCCL on CUDA, gloo on CPU.
+
+MMEngine's PyTorch launcher calls ``torch.cuda.set_device`` and wraps the model in DDP
+with ``device_ids=[LOCAL_RANK]`` — both fail on a machine without a GPU. The tools call
+:func:`setup_distributed` before building the runner: on CUDA it only makes sure the
+backend is NCCL; on CPU it starts the gloo process group itself (MMEngine then skips its
+own ``init_dist``) and makes DDP wrap a CPU module (``device_ids=None``).
+"""
+import os
+
+import torch
+import torch.distributed as dist
+from mmengine.config import Config
+
+
+def setup_distributed(cfg: Config, launcher: str) -> None:
+    """Prepare ``cfg`` (and the process group on CPU) for ``launcher``."""
+    cfg.launcher = launcher
+    if launcher == 'none':
+        return
+    env_cfg = cfg.setdefault('env_cfg', {})
+    dist_cfg = env_cfg.setdefault('dist_cfg', {})
+    if torch.cuda.is_available():
+        dist_cfg.setdefault('backend', 'nccl')
+        return
+    if launcher != 'pytorch':
+        raise RuntimeError(f'launcher {launcher!r} without CUDA is not supported; '
+                           'use --launcher pytorch (tools/dist_train.sh) on CPU')
+    dist_cfg['backend'] = 'gloo'
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo', rank=int(os.environ['RANK']),
+                                world_size=int(os.environ['WORLD_SIZE']))
+    wrapper = cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel')
+    wrapper['device_ids'] = None
+    wrapper.setdefault('broadcast_buffers', False)
+    wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
+    cfg.model_wrapper_cfg = wrapper
