@@ -9,7 +9,7 @@ tiny_clip_cfg = dict(
     vision_cfg=dict(image_size=64, layers=3, width=64, patch_size=8, head_width=32),
     text_cfg=dict(context_length=16, vocab_size=49408, width=32, heads=2, layers=1))
 model = dict(
-    data_preprocessor=dict(size_divisor=8),
+    data_preprocessor=dict(size_divisor=8, test_cfg=dict(size_divisor=8)),
     backbone=dict(clip=dict(_delete_=True, model_cfg=tiny_clip_cfg), out_indices=(0, 1, 2)),
     decode_head=dict(
         type='FCNHead', in_channels=64, in_index=2, channels=32, num_convs=1,

@@ -1,7 +1,10 @@
 # EncoderDecoder on a frozen CLIP ViT-B/16 (METHOD §0, §6). The decode head is set by the
 # top-level configs (VPLHead for VPL; any MMSeg head works on these maps).
 # CLIP's normalisation lives here, in the data preprocessor (mean/std × 255, RGB);
-# size_divisor=16 pads inputs to the patch size and MMSeg crops the padding off.
+# Inputs are padded to multiples of the patch size (16): `size_divisor` in training and
+# `test_cfg.size_divisor` at test time (MMSeg pads test inputs only with the latter, then
+# crops the padding off the prediction). It is set on this top-level variable because
+# with --tta the runner hands it to the TTA model, which overwrites the module's own.
 clip_mean = [0.48145466 * 255, 0.4578275 * 255, 0.40821073 * 255]
 clip_std = [0.26862954 * 255, 0.26130258 * 255, 0.27577711 * 255]
 data_preprocessor = dict(
@@ -11,7 +14,8 @@ data_preprocessor = dict(
     bgr_to_rgb=True,
     pad_val=0,
     seg_pad_val=255,
-    size_divisor=16)
+    size_divisor=16,
+    test_cfg=dict(size_divisor=16))
 model = dict(
     type='EncoderDecoder',
     data_preprocessor=data_preprocessor,
