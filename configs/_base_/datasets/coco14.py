@@ -6,7 +6,6 @@
 #
 # `image_labels[split]`: where a split's image-level labels come from (forms documented
 # in configs/_base_/datasets/voc12_aug.py); here the converter's label files.
-custom_imports = dict(imports=['projects.vpl.datasets'], allow_failed_imports=False)
 dataset_type = 'COCO14ObjectDataset'
 data_root = 'data/coco2014'
 crop_size = (512, 512)
