@@ -1,0 +1,39 @@
+"""The VPL top configs wire phase 1 and phase 2 together as documented (docs/phase2.md)."""
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+from mmseg.registry import MODELS
+
+from conftest import ROOT
+
+
+@pytest.mark.parametrize('name, num_classes, iters', [('vpl_clip_voc', 21, 30000),
+                                                      ('vpl_clip_coco', 81, 80000)])
+def test_top_config(name, num_classes, iters):
+    cfg = Config.fromfile(ROOT / 'configs' / f'{name}.py')
+    head = cfg.model.decode_head
+    assert head.type == 'VPLHead' and head.num_classes == num_classes
+    assert head.in_index == tuple(range(11)) and head.embed_dims == 512
+    assert head.loss_rsc.type == 'RSCLoss' and head.loss_rsc.loss_weight == 1.0
+    train = cfg.train_dataloader
+    assert train.dataset.type == 'PseudoLabelDataset'
+    assert train.dataset.pseudo_label_dir is None  # the hook sets it
+    assert train.dataset.image_labels == cfg.image_labels.train
+    assert train.batch_size == 6
+    assert cfg.train_cfg.type == 'PseudoLabelTrainLoop' and cfg.train_cfg.max_iters == iters
+    assert cfg.optim_wrapper.optimizer.type == 'SGD'
+    assert cfg.optim_wrapper.optimizer.momentum == 0.9
+    assert cfg.optim_wrapper.optimizer.weight_decay == 1e-4
+    assert [h.type for h in cfg.custom_hooks].count('VisionPrototypeHook') == 1
+    # padding to the patch size at test time, also under --tta (top-level variable)
+    for pre in (cfg.data_preprocessor, cfg.model.data_preprocessor):
+        assert pre.test_cfg == dict(size_divisor=16) and pre.size == (320, 320)
+    assert cfg.tta_model.type == 'VPLSegTTAModel'
+    assert cfg.val_evaluator.type == 'IoUMetric'
+
+    init_default_scope('mmseg')
+    built = MODELS.build(head)
+    feats = [torch.randn(1, 768, 4, 5) for _ in range(11)]
+    assert built(feats).shape == (1, num_classes, 4, 5)
