@@ -1,0 +1,43 @@
+# VPL phase 1 on PASCAL VOC (METHOD §2-§5): the VisionPrototypeHook runs at before_train
+# (or alone: python tools/generate_pseudo_labels.py CONFIG). Every number of phase 1 is
+# here; override one with e.g. --cfg-options custom_hooks.0.vpl.tau_i=0.05.
+# Where each number comes from (P = the VPL paper / METHOD, C = CLIP-ES's code,
+# O = our choice, documented in projects/vpl/cam/*):
+#   text prototypes: CLIP-ES class synonyms + 25 background concepts,
+#     template 'a clean origami {}.' ('ensemble' = the paper's best, +1.4 mIoU)   C / P
+#   GradCAM: input rounded up to multiples of 16, scale 1.0, target = softmax prob
+#     over [present classes; background concepts]                                  C
+#   CAA: last 8 blocks, 3 Sinkhorn rounds, symmetrise, square once, Φ = 0.4         C / P
+#   VPL target: text-prototype refined CAMs ('cam'; 'text' = the text softmax)      O
+#   τ_T = 0.01, τ_I = 0.03, T_w = 3000                                             P
+#   α = 0.03 with the loss averaged over pixels ('pixel_mean'): calibrated, the
+#     largest rate whose loss falls monotonically on the toy CLIP (0.1 oscillates),
+#     a VOC-shaped synthetic problem (stable to 0.3) and the planning prototype
+#     (0.03-0.1). The paper's α = 10 is 'element_mean' (F.kl_div's default mean,
+#     = 10 / 45 = 0.22 per pixel here): docs/phase1.md                              O
+#   full batch over all patches; float64 math (N ranks = 1 rank, bit for bit)     O
+#   background score (1 - max cam)^1                                               C
+#   CRF: 10 iterations, Gaussian sxy 1 compat 3, bilateral sxy 67 srgb 3 compat 4,
+#     confidence < 0.95 -> 255                                                     C
+custom_hooks = [
+    dict(
+        type='VisionPrototypeHook',
+        prototypes='vision',          # 'text': the CLIP-ES baseline (clip_es_voc.py)
+        clip=None,                    # None: the model's CLIP backbone
+        class_prompts='voc',
+        background='voc',
+        templates='single',
+        out_dir=None,                 # None: the dataset's pseudo_label_dir, else
+                                      # {work_dir}/pseudo_labels
+        save_cams=False,              # True: refined CAMs for seed mIoU (eval tool)
+        overwrite=False,
+        cam=dict(scale=1.0, batch_size=1, method='grads_batched', amp=None, phi=0.4,
+                 caa_blocks=8, sinkhorn_rounds=3, affinity_power=1, bg_power=1.0),
+        vpl=dict(target='cam', tau_t=0.01, tau_i=0.03, lr=0.03, iters=3000,
+                 reduction='pixel_mean', pixels_per_image=None, batch_pixels=None,
+                 dtype='float64', feature_dtype='float32', pixel_device=None, seed=0,
+                 log_interval=100),
+        crf=dict(iters=10, pos_sxy=1, pos_compat=3, bi_sxy=67, bi_srgb=3, bi_compat=4),
+        conf_threshold=0.95,
+        num_workers=4)
+]

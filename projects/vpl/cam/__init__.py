@@ -1,0 +1,22 @@
+"""Phase 1 of VPL as plain tensor code (no MMEngine): CLIP-ES GradCAM, CAA, vision
+prototype learning, DenseCRF and pseudo-label files (METHOD §2–§5)."""
+from .affinity import (attention_affinity, background_score, box_mask, box_masks,
+                       caa_refine, last_blocks, refine_cams, upsample)
+from .crf import CRFParams, crf_label, crf_labels, dense_crf
+from .gradcam import CAMBatch, allowed_mask, clip_gradcam, minmax_normalise
+from .images import ImageRecord, make_records
+from .config import CAMConfig, Phase1Result, VPLConfig
+from .phase1 import Phase1
+from .prototypes import (PixelSet, PixelSetBuilder, gap_metrics, image_targets,
+                         learn_prototypes)
+from .pseudo_labels import (PseudoLabelWriter, load_cam_file, pseudo_label_path,
+                            score_stack)
+
+__all__ = [
+    'attention_affinity', 'background_score', 'box_mask', 'box_masks', 'caa_refine',
+    'last_blocks', 'refine_cams', 'upsample', 'CRFParams', 'crf_label', 'crf_labels',
+    'dense_crf', 'CAMBatch', 'allowed_mask', 'clip_gradcam', 'minmax_normalise',
+    'ImageRecord', 'make_records', 'CAMConfig', 'Phase1', 'Phase1Result', 'VPLConfig',
+    'PixelSet', 'PixelSetBuilder', 'gap_metrics', 'image_targets', 'learn_prototypes',
+    'PseudoLabelWriter', 'load_cam_file', 'pseudo_label_path', 'score_stack',
+]

@@ -1,0 +1,70 @@
+"""Settings and result of a phase-1 run (METHOD §2–§4); defaults are the paper's / CLIP-ES's."""
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+AMP_DTYPES = {None: None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+@dataclass
+class CAMConfig:
+    """GradCAM / CAA settings (METHOD §2–§3).
+
+    Attributes:
+        scale: input scale before rounding up to the patch (CLIP-ES: 1.0).
+        batch_size: images of equal input size per forward.
+        method: ``'grads_batched'`` or ``'replicate'`` (:mod:`.gradcam`).
+        amp: None, ``'bf16'`` or ``'fp16'`` autocast for CLIP (GPU speed).
+        phi: box threshold Φ.
+        caa_blocks: attention of the last this many blocks.
+        sinkhorn_rounds: column/row normalisation rounds.
+        affinity_power: times the symmetrised affinity is squared.
+        bg_power: exponent α of the background score.
+    """
+
+    scale: float = 1.0
+    batch_size: int = 1
+    method: str = 'grads_batched'
+    amp: Optional[str] = None
+    phi: float = 0.4
+    caa_blocks: int = 8
+    sinkhorn_rounds: int = 3
+    affinity_power: int = 1
+    bg_power: float = 1.0
+
+
+@dataclass
+class VPLConfig:
+    """Vision prototype learning settings (METHOD §4; see :mod:`.prototypes`).
+
+    ``tau_t=None`` uses the CLIP model's own temperature ``1 / logit_scale``.
+    ``pixel_device=None`` keeps the pixel features on CLIP's device.
+    """
+
+    target: str = 'cam'
+    tau_t: Optional[float] = 0.01
+    tau_i: float = 0.03
+    lr: float = 0.03
+    iters: int = 3000
+    reduction: str = 'pixel_mean'
+    pixels_per_image: Optional[int] = None
+    batch_pixels: Optional[int] = None
+    dtype: str = 'float64'
+    feature_dtype: str = 'float32'
+    pixel_device: Optional[str] = None
+    seed: int = 0
+    log_interval: int = 100
+
+
+@dataclass
+class Phase1Result:
+    """Prototypes and log of a phase-1 run (``loaded``: taken from a finished run)."""
+
+    prototypes: torch.Tensor
+    text_prototypes: torch.Tensor
+    num_fg: int
+    out_dir: str
+    fingerprint: str
+    log: dict = field(default_factory=dict)
+    loaded: bool = False

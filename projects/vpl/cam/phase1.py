@@ -1,0 +1,365 @@
+"""Phase 1 end to end: features -> vision prototypes -> CAMs -> CAA -> CRF -> pseudo-labels.
+
+:class:`Phase1` is what the ``VisionPrototypeHook`` and ``tools/generate_pseudo_labels.py``
+run (METHOD §2–§5), in plain PyTorch (``torch.distributed`` when a process group is up):
+
+1. *Pass 1* (``mode='vision'``): every image of this rank's shard through CLIP once — the
+   GradCAMs with the text prototypes ``Z``, CAA, and the L2-normalised pixel features;
+   the VPL targets ``P'`` are made per image.
+2. :func:`~.prototypes.learn_prototypes` (gradient all-reduced over ranks), then the gap
+   figures for ``Z`` and ``W``.
+3. *Pass 2*: GradCAMs with the prototypes (``W``, or ``Z`` for ``mode='text'``, the
+   CLIP-ES baseline), CAA, score stacks, DenseCRF in a worker pool, PNGs (+ CAM files).
+
+Output folder ``out_dir``: ``{name}.png``, ``cams/{name}.npz`` (optional),
+``prototypes.pth`` and ``phase1_state.json`` (the fingerprint of every input that changes
+the result, and ``done`` once all ranks finished). A rerun with the same fingerprint
+loads a finished result, or resumes: learned prototypes are reused and finished images
+skipped. A different fingerprint is an error unless ``overwrite=True``.
+"""
+import hashlib
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from ..utils.io import atomic_open, atomic_torch_save
+from .affinity import background_score, caa_refine, last_blocks
+from .config import AMP_DTYPES, CAMConfig, Phase1Result, VPLConfig
+from .crf import CRFParams
+from .gradcam import allowed_mask, check_prototypes, clip_gradcam
+from .images import (ImageRecord, clip_input_size, image_size, load_mask, load_rgb, shard,
+                     size_batches, to_clip_tensor)
+from .prototypes import (PixelSet, PixelSetBuilder, gap_metrics, image_targets,
+                         learn_prototypes)
+from .pseudo_labels import (PseudoLabelWriter, cam_file_path, is_finished,
+                            pseudo_label_path, score_stack)
+
+STATE_FILE = 'phase1_state.json'
+PROTOTYPE_FILE = 'prototypes.pth'
+
+
+def _dist() -> Tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _barrier() -> None:
+    if _dist()[1] > 1:
+        dist.barrier()
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class _LogProgress:
+    """Default progress: a log line at every 10 % with the rate."""
+
+    def __init__(self, total: int, desc: str, logger: Callable[[str], None]) -> None:
+        self.total, self.desc, self.logger = total, desc, logger
+        self.done, self.start, self.next = 0, time.perf_counter(), max(1, total // 10)
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self.done >= self.next or self.done == self.total:
+            rate = self.done / max(time.perf_counter() - self.start, 1e-9)
+            self.logger(f'{self.desc}: {self.done}/{self.total} images ({rate:.2f} img/s)')
+            self.next = self.done + max(1, self.total // 10)
+
+    def close(self) -> None:
+        pass
+
+
+class Phase1:
+    """One phase-1 run over a split (module docstring).
+
+    Args:
+        clip: a :class:`~projects.vpl.clip.FrozenCLIP` (on the compute device).
+        records: every image of the split (all ranks get the same list).
+        text_prototypes: ``Z``, ``(C+B, D)``.
+        num_fg: ``C``.
+        out_dir: pseudo-label folder.
+        mode: ``'vision'`` (VPL) or ``'text'`` (CLIP-ES baseline).
+        cam, vpl: :class:`CAMConfig`, :class:`VPLConfig`.
+        crf: :class:`~.crf.CRFParams`, or None for argmax labels without CRF.
+        conf_threshold: CRF confidence below which a pixel is 255.
+        save_cams: also write ``cams/{name}.npz``.
+        num_workers: CRF worker processes.
+        logger: ``str -> None`` (rank 0 should print).
+        progress: ``(total, desc) -> object with update(n), close()``.
+        mean, std: RGB normalisation (0–1 scale); default CLIP's own. The hook passes the
+            model's data preprocessor's, so phase 1 sees images as training does.
+    """
+
+    def __init__(self, clip, records: Sequence[ImageRecord], text_prototypes: torch.Tensor,
+                 num_fg: int, out_dir: str, mode: str = 'vision',
+                 cam: CAMConfig = CAMConfig(), vpl: VPLConfig = VPLConfig(),
+                 crf: Optional[CRFParams] = CRFParams(), conf_threshold: float = 0.95,
+                 save_cams: bool = False, num_workers: int = 0,
+                 logger: Callable[[str], None] = print,
+                 progress: Optional[Callable] = None,
+                 mean: Optional[Sequence[float]] = None,
+                 std: Optional[Sequence[float]] = None) -> None:
+        if mode not in ('vision', 'text'):
+            raise ValueError(f"mode must be 'vision' or 'text', got {mode!r}")
+        if cam.amp not in AMP_DTYPES:
+            raise ValueError(f'cam.amp must be one of {list(AMP_DTYPES)}, got {cam.amp!r}')
+        check_prototypes(text_prototypes, num_fg, clip.embed_dim)
+        self.clip, self.records, self.num_fg = clip, list(records), num_fg
+        self.mean = tuple(float(v) for v in (mean if mean is not None else clip.mean))
+        self.std = tuple(float(v) for v in (std if std is not None else clip.std))
+        self.text_protos = F.normalize(text_prototypes.float(), dim=1).to(clip.device)
+        self.out_dir, self.mode, self.cam, self.vpl = os.fspath(out_dir), mode, cam, vpl
+        self.crf, self.conf_threshold = crf, conf_threshold
+        self.save_cams, self.num_workers = save_cams, num_workers
+        self.logger = logger
+        self.progress = progress or (lambda total, desc: _LogProgress(total, desc, logger))
+        self.blocks = last_blocks(clip.num_layers, cam.caa_blocks)
+        self.cam_dir = os.path.join(self.out_dir, 'cams') if save_cams else None
+
+    # ------------------------------------------------------------ fingerprint
+    def config(self) -> dict:
+        """Every input that changes the pseudo-labels (the fingerprint's content)."""
+        cam = {k: v for k, v in asdict(self.cam).items() if k not in ('batch_size', 'method')}
+        vpl = ({k: v for k, v in asdict(self.vpl).items()
+                if k not in ('log_interval', 'pixel_device')} if self.mode == 'vision' else None)
+        return dict(version=1, mode=self.mode, clip=self.clip.fingerprint,
+                    text_prototypes=_digest(self.text_protos.cpu().numpy().round(6).tolist()),
+                    num_fg=self.num_fg, cam=cam, vpl=vpl,
+                    normalisation=[round(v, 6) for v in self.mean + self.std],
+                    crf=None if self.crf is None else self.crf.to_dict(),
+                    conf_threshold=self.conf_threshold,
+                    split=_digest([(r.name, r.labels) for r in self.records]))
+
+    def fingerprint(self) -> str:
+        """SHA-256 of :meth:`config`."""
+        return _digest(self.config())
+
+    def _state_path(self) -> str:
+        return os.path.join(self.out_dir, STATE_FILE)
+
+    def read_state(self) -> Optional[dict]:
+        """The folder's ``phase1_state.json``, or None."""
+        path = self._state_path()
+        if not os.path.isfile(path):
+            return None
+        with open(path, encoding='utf-8') as f:
+            try:
+                return json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f'{path}: corrupt phase-1 state file ({e}); delete it') from None
+
+    def _write_state(self, **extra) -> None:
+        state = dict(fingerprint=self.fingerprint(), config=self.config(), **extra)
+        with atomic_open(self._state_path(), 'w') as f:
+            json.dump(state, f, indent=2, default=str)
+
+    def _clear(self) -> None:
+        """Remove this run's outputs for the listed images (``overwrite=True``)."""
+        paths = [pseudo_label_path(self.out_dir, r.name) for r in self.records]
+        paths += [cam_file_path(os.path.join(self.out_dir, 'cams'), r.name)
+                  for r in self.records]
+        paths += [os.path.join(self.out_dir, n) for n in (PROTOTYPE_FILE, STATE_FILE)]
+        for p in paths:
+            if os.path.isfile(p):
+                os.unlink(p)
+
+    # -------------------------------------------------------------------- run
+    def run(self, overwrite: bool = False) -> Phase1Result:
+        """Run (or load, or resume) phase 1; every rank returns the same prototypes."""
+        rank, world = _dist()
+        fp, t0 = self.fingerprint(), time.perf_counter()
+        state = self.read_state()
+        if state is not None and state.get('fingerprint') != fp:
+            if not overwrite:
+                old = state.get('config', {})
+                diff = sorted(k for k in set(old) | set(self.config())
+                              if old.get(k) != self.config().get(k))
+                raise RuntimeError(
+                    f'{self.out_dir} holds phase-1 output of a different configuration '
+                    f'(differs in: {", ".join(diff) or "unknown"}); use another folder or '
+                    'overwrite=True (--overwrite) to replace it')
+            _barrier()
+            if rank == 0:
+                self._clear()
+            state = None
+        if state is not None and state.get('done') and not self._missing():
+            data = self._load_prototypes()
+            self.logger(f'phase 1: loaded the finished result in {self.out_dir}')
+            return Phase1Result(data['prototypes'], self.text_protos.cpu(), self.num_fg,
+                                self.out_dir, fp, state.get('log', {}), loaded=True)
+        _barrier()
+        if rank == 0:
+            os.makedirs(self.out_dir, exist_ok=True)
+            self._write_state(done=False)
+        _barrier()
+        log = dict(times={}, world_size=world)
+        protos = self._prototypes(log)
+        t = time.perf_counter()
+        todo = [r for r in shard(self.records, rank, world)
+                if not is_finished(self.out_dir, r.name, self.cam_dir)]
+        self._write_labels(todo, protos)
+        _barrier()
+        log['times']['pseudo_labels'] = time.perf_counter() - t
+        log['times']['total'] = time.perf_counter() - t0
+        log['images'] = len(self.records)
+        self.logger(f'phase 1 [pseudo-labels]: {len(todo)} images on this rank written '
+                    f'in {log["times"]["pseudo_labels"]:.1f} s (others were finished)')
+        if rank == 0:
+            self._write_state(done=True, log=log)
+        _barrier()
+        return Phase1Result(protos.cpu(), self.text_protos.cpu(), self.num_fg,
+                            self.out_dir, fp, log)
+
+    def _missing(self) -> List[str]:
+        return [r.name for r in self.records if not is_finished(self.out_dir, r.name)]
+
+    def _load_prototypes(self) -> dict:
+        path = os.path.join(self.out_dir, PROTOTYPE_FILE)
+        data = torch.load(path, map_location='cpu', weights_only=True)
+        if data.get('fingerprint') != self.fingerprint():
+            raise RuntimeError(f'{path}: prototypes of another configuration')
+        expected = tuple(self.text_protos.shape)
+        if tuple(data['prototypes'].shape) != expected:
+            raise ValueError(f'{path}: {tuple(data["prototypes"].shape)} prototypes, '
+                             f'expected {expected}')
+        return data
+
+    # ------------------------------------------------------------- prototypes
+    def _prototypes(self, log: dict) -> torch.Tensor:
+        """``Z`` (text mode), saved ``W`` (resume), or pass 1 + learning."""
+        path = os.path.join(self.out_dir, PROTOTYPE_FILE)
+        if self.mode == 'text':
+            protos = self.text_protos
+        elif os.path.isfile(path):
+            data = self._load_prototypes()
+            log.update(data.get('log', {}))
+            self.logger(f'phase 1: reusing the learned prototypes in {path}')
+            return data['prototypes'].to(self.clip.device)
+        else:
+            protos = self._learn(log)
+        if _dist()[0] == 0:
+            atomic_torch_save(dict(prototypes=protos.cpu(), num_fg=self.num_fg,
+                                   fingerprint=self.fingerprint(),
+                                   log={k: v for k, v in log.items() if k != 'times'}),
+                              path)
+        _barrier()
+        return protos
+
+    def collect_pixels(self) -> PixelSet:
+        """Pass 1 over this rank's shard: pixel features, VPL targets and patch labels
+        (GT when every image has a mask, else the text-prototype seeds)."""
+        rank, world = _dist()
+        vpl = self.vpl
+        tau_t = vpl.tau_t if vpl.tau_t is not None else 1.0 / self.clip.logit_scale
+        with_gt = all(r.seg_map_path and os.path.isfile(r.seg_map_path) for r in self.records)
+        builder = PixelSetBuilder(vpl.pixels_per_image, vpl.seed,
+                                  getattr(torch, vpl.feature_dtype))
+        records = shard(self.records, rank, world)
+        bar = self.progress(len(records), 'phase 1 [features]')
+        for batch, images, out, refined in self._cam_batches(records, self.text_protos, True):
+            for i, rec in enumerate(batch):
+                feats = out.features[i].flatten(1).t()
+                allowed = allowed_mask([rec.labels], self.num_fg, len(self.text_protos),
+                                       feats.device)[0]
+                flat = refined[i].flatten(1)
+                targets = image_targets(feats, self.text_protos, allowed, self.num_fg,
+                                        vpl.target, tau_t, rec.labels, flat)
+                if with_gt:
+                    gt = load_mask(rec.seg_map_path, images[i].shape[:2])
+                    gt = F.interpolate(torch.from_numpy(gt)[None, None].float(),
+                                       size=out.grid, mode='nearest-exact')
+                    labels = gt.flatten().long()
+                else:
+                    keys = torch.tensor([0] + rec.labels)
+                    stack = torch.cat([background_score(refined[i], self.cam.bg_power),
+                                       refined[i]])
+                    labels = keys[stack.argmax(dim=0).flatten().cpu()]
+                builder.add(rec.name, feats, allowed, targets, labels)
+            bar.update(len(batch))
+        bar.close()
+        device = torch.device(vpl.pixel_device) if vpl.pixel_device else self.clip.device
+        pixels = builder.build('gt' if with_gt else 'pseudo', self.clip.embed_dim,
+                               len(self.text_protos))
+        for name in ('features', 'image_index', 'allowed', 'targets'):
+            setattr(pixels, name, getattr(pixels, name).to(device))
+        return pixels
+
+    def _learn(self, log: dict) -> torch.Tensor:
+        """Pass 1 (:meth:`collect_pixels`), then :func:`learn_prototypes` and the gap."""
+        vpl, t = self.vpl, time.perf_counter()
+        pixels = self.collect_pixels()
+        device = pixels.features.device
+        log['times']['features'] = time.perf_counter() - t
+        self.logger(f'phase 1 [features]: {len(pixels)} pixels on this rank in '
+                    f'{log["times"]["features"]:.1f} s')
+        t = time.perf_counter()
+        protos, vpl_log = learn_prototypes(
+            pixels, self.text_protos.to(device), vpl.tau_i, vpl.lr, vpl.iters,
+            vpl.reduction, vpl.batch_pixels, vpl.seed, vpl.log_interval,
+            getattr(torch, vpl.dtype), device=device, logger=self.logger)
+        log['times']['learning'] = time.perf_counter() - t
+        log['vpl'] = vpl_log
+        log['gap'] = dict(labels=pixels.labels_source,
+                          text=gap_metrics(pixels, self.text_protos.to(device),
+                                           self.text_protos, self.num_fg),
+                          vision=gap_metrics(pixels, protos, self.text_protos, self.num_fg))
+        self.logger(f'phase 1 [learning]: {vpl.iters} iterations in '
+                    f'{log["times"]["learning"]:.1f} s; loss {vpl_log["loss"][0][1]:.4f} -> '
+                    f'{vpl_log["loss"][-1][1]:.4f}; gap ({pixels.labels_source} labels) '
+                    f'text {log["gap"]["text"]} -> vision {log["gap"]["vision"]}')
+        return protos.to(self.clip.device)
+
+    # ------------------------------------------------------------------ CAMs
+    def _load_batch(self, batch: Sequence[ImageRecord], size: Tuple[int, int]):
+        images = [load_rgb(r.img_path) for r in batch]
+        for rec, im in zip(batch, images):
+            if clip_input_size(*im.shape[:2], self.clip.patch_size, self.cam.scale) != size:
+                raise ValueError(f'{rec.img_path}: decoded size {im.shape[:2]} differs from '
+                                 'its header')
+        x = torch.stack([to_clip_tensor(im, size, self.mean, self.std)
+                         for im in images])
+        return images, x
+
+    def _cam_batches(self, records: Sequence[ImageRecord], protos: torch.Tensor,
+                     features: bool) -> Iterator[tuple]:
+        """Yield ``(records, RGB images, CAMBatch, refined CAMs)`` per size batch; the next
+        batch is decoded in a thread while CLIP runs."""
+        patch, scale = self.clip.patch_size, self.cam.scale
+        sizes = [clip_input_size(*image_size(r.img_path), patch, scale) for r in records]
+        groups = size_batches(sizes, self.cam.batch_size)
+        batches = [[records[i] for i in idx] for idx in groups]
+        in_sizes = [sizes[idx[0]] for idx in groups]
+        amp = AMP_DTYPES[self.cam.amp]
+        with ThreadPoolExecutor(1) as pool:
+            nxt = pool.submit(self._load_batch, batches[0], in_sizes[0]) if batches else None
+            for j, batch in enumerate(batches):
+                images, x = nxt.result()
+                if j + 1 < len(batches):
+                    nxt = pool.submit(self._load_batch, batches[j + 1], in_sizes[j + 1])
+                out = clip_gradcam(self.clip, x.to(self.clip.device), [r.labels for r in batch],
+                                   protos, self.num_fg, self.blocks, features,
+                                   self.cam.method, amp)
+                refined = caa_refine(out.attn, out.cams, self.blocks, self.cam.phi,
+                                     self.cam.sinkhorn_rounds, self.cam.affinity_power)
+                yield batch, images, out, refined
+
+    def _write_labels(self, records: List[ImageRecord], protos: torch.Tensor) -> None:
+        """Pass 2: CAMs with ``protos``, CAA, score stacks -> CRF workers -> files."""
+        bar = self.progress(len(records), 'phase 1 [pseudo-labels]')
+        with PseudoLabelWriter(self.out_dir, self.cam_dir, self.crf, self.conf_threshold,
+                               self.num_workers) as writer:
+            for batch, images, _, refined in self._cam_batches(records, protos, False):
+                for rec, im, ref in zip(batch, images, refined):
+                    scores = score_stack(ref, im.shape[:2], self.cam.bg_power)
+                    writer.submit(rec.name, im, scores.cpu().numpy(), [0] + rec.labels)
+                bar.update(len(batch))
+        bar.close()
