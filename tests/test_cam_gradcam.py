@@ -95,3 +95,15 @@ def test_bad_input(tiny_clip, labels, protos_shape, match):
     with pytest.raises(ValueError, match=match):
         clip_gradcam(tiny_clip, torch.randn(1, 3, 48, 64), labels,
                      torch.randn(*protos_shape), NUM_FG)
+
+
+def test_bf16_autocast_runs_and_stays_close(setup):
+    clip, images, protos = setup
+    labels = [[1, 3], [2]]
+    ref = clip_gradcam(clip, images, labels, protos, NUM_FG, attn_blocks=(3,))
+    amp = clip_gradcam(clip, images, labels, protos, NUM_FG, attn_blocks=(3,),
+                       amp_dtype=torch.bfloat16)
+    for a, b in zip(ref.cams, amp.cams):
+        assert a.dtype == b.dtype == torch.float32
+        assert torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1] > 0.9
+    assert amp.attn[3].dtype == torch.float32

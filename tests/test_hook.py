@@ -55,11 +55,14 @@ def test_hook_in_training_sets_head_saves_and_reloads(tiny_voc, tmp_path):
     head_w = ckpt['state_dict']['decode_head.prototypes']
     expected = torch.cat([F.normalize(w[20:].mean(0), dim=0)[None], w[:20]])
     assert F.cosine_similarity(head_w, expected).min() > 0.9  # random init: ~0
-    # a second run finds the finished result and loads it
-    runner2 = Runner.from_cfg(tiny_cfg(tiny_voc, tmp_path / 'work'))
+    # resuming finds the finished phase 1 (loads it) and keeps the trained classifier
+    cfg2 = tiny_cfg(tiny_voc, tmp_path / 'work')
+    cfg2.resume = True
+    runner2 = Runner.from_cfg(cfg2)
     runner2.train()
     hook2 = next(h for h in runner2.hooks if isinstance(h, VisionPrototypeHook))
     assert hook2.result.loaded and torch.equal(hook2.result.prototypes, w)
+    assert torch.equal(runner2.model.decode_head.prototypes.detach(), head_w)
 
 
 def test_text_switch_gives_text_prototypes(tiny_clip, tiny_voc, tmp_path):

@@ -220,7 +220,8 @@ class Phase1:
                             self.out_dir, fp, log)
 
     def _missing(self) -> List[str]:
-        return [r.name for r in self.records if not is_finished(self.out_dir, r.name)]
+        return [r.name for r in self.records
+                if not is_finished(self.out_dir, r.name, self.cam_dir)]
 
     def _load_prototypes(self) -> dict:
         path = os.path.join(self.out_dir, PROTOTYPE_FILE)
