@@ -10,11 +10,11 @@
 #   CAA: last 8 blocks, 3 Sinkhorn rounds, symmetrise, square once, Φ = 0.4         C / P
 #   VPL target: text-prototype refined CAMs ('cam'; 'text' = the text softmax)      O
 #   τ_T = 0.01, τ_I = 0.03, T_w = 3000                                             P
-#   α = 0.03 with the loss averaged over pixels ('pixel_mean'): calibrated, the
-#     largest rate whose loss falls monotonically on the toy CLIP (0.1 oscillates),
-#     a VOC-shaped synthetic problem (stable to 0.3) and the planning prototype
-#     (0.03-0.1). The paper's α = 10 is 'element_mean' (F.kl_div's default mean,
-#     = 10 / 45 = 0.22 per pixel here): docs/phase1.md                              O
+#   α = 0.03 with the loss averaged over pixels ('pixel_mean'): calibrated, stable
+#     on the toy CLIP (to 0.1; best toy seeds at 0.01-0.03), a VOC-shaped synthetic
+#     problem (to 0.3) and the planning prototype (0.03-0.1). The paper's α = 10
+#     read as 'element_mean' (F.kl_div's default mean) is 10 / 45 = 0.22 per pixel
+#     here: docs/phase1.md, "Calibrating the VPL learning rate"                     O
 #   full batch over all patches; float64 math (N ranks = 1 rank, bit for bit)     O
 #   background score (1 - max cam)^1                                               C
 #   CRF: 10 iterations, Gaussian sxy 1 compat 3, bilateral sxy 67 srgb 3 compat 4,

@@ -25,10 +25,10 @@ PyTorch's ``F.kl_div(..., reduction='mean')``. The gradients differ by the facto
 ``C+B``: the paper's α = 10 under ``'element_mean'`` is α = 10/(C+B) under
 ``'pixel_mean'`` (0.22 for VOC's 20 + 25 entries, 0.097 for COCO's 80 + 23, 0.625 for the
 toy world's 8 + 8). Calibrated under ``'pixel_mean'`` (docs/phase1.md, "Calibrating the
-VPL learning rate"): the loss falls monotonically up to α = 0.03 on the toy CLIP's
-features (oscillates from 0.1 on) and up to 0.3 on a VOC-shaped synthetic problem, and
-the planning prototype was stable at 0.03–0.1 and diverged from 1 on; α = 0.03 is the
-largest rate stable on all of them and the default.
+VPL learning rate"): the loss falls monotonically up to α = 0.1 on the toy CLIP's
+features (oscillates from 0.2 on; the toy seeds are best at 0.01–0.03) and up to 0.3 on a
+VOC-shaped synthetic problem, and the planning prototype was stable at 0.03–0.1 and
+diverged from 1 on; α = 0.03 is the default.
 """
 import zlib
 from dataclasses import dataclass
