@@ -204,15 +204,17 @@ class Phase1:
         log = dict(times={}, world_size=world)
         protos = self._prototypes(log)
         t = time.perf_counter()
-        todo = [r for r in shard(self.records, rank, world)
-                if not is_finished(self.out_dir, r.name, self.cam_dir)]
+        mine = shard(self.records, rank, world)
+        todo = [r for r in mine if not is_finished(self.out_dir, r.name, self.cam_dir)]
         self._write_labels(todo, protos)
         _barrier()
         log['times']['pseudo_labels'] = time.perf_counter() - t
         log['times']['total'] = time.perf_counter() - t0
         log['images'] = len(self.records)
-        self.logger(f'phase 1 [pseudo-labels]: {len(todo)} images on this rank written '
-                    f'in {log["times"]["pseudo_labels"]:.1f} s (others were finished)')
+        skipped = f' ({len(mine) - len(todo)} were finished)' if len(todo) < len(mine) else ''
+        self.logger(f'phase 1 [pseudo-labels]: {len(todo)} images of this rank written in '
+                    f'{log["times"]["pseudo_labels"]:.1f} s{skipped}; total '
+                    f'{log["times"]["total"]:.1f} s')
         if rank == 0:
             self._write_state(done=True, log=log)
         _barrier()
@@ -313,10 +315,12 @@ class Phase1:
                           text=gap_metrics(pixels, self.text_protos.to(device),
                                            self.text_protos, self.num_fg),
                           vision=gap_metrics(pixels, protos, self.text_protos, self.num_fg))
+        gap = ', '.join(f'{k} {log["gap"]["text"][k]:.4f} -> {log["gap"]["vision"][k]:.4f}'
+                        for k in ('patch_acc', 'centroid_gap', 'proto_shift'))
         self.logger(f'phase 1 [learning]: {vpl.iters} iterations in '
                     f'{log["times"]["learning"]:.1f} s; loss {vpl_log["loss"][0][1]:.4f} -> '
-                    f'{vpl_log["loss"][-1][1]:.4f}; gap ({pixels.labels_source} labels) '
-                    f'text {log["gap"]["text"]} -> vision {log["gap"]["vision"]}')
+                    f'{vpl_log["loss"][-1][1]:.4f}; text -> vision prototypes '
+                    f'({pixels.labels_source} patch labels): {gap}')
         return protos.to(self.clip.device)
 
     # ------------------------------------------------------------------ CAMs

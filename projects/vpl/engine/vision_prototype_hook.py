@@ -194,7 +194,8 @@ class VisionPrototypeHook(Hook):
         vpl: :class:`~projects.vpl.cam.VPLConfig` keys (target, tau_t, tau_i, lr, iters,
             reduction, pixels_per_image, batch_pixels, dtype, feature_dtype,
             pixel_device, seed, log_interval).
-        crf: :class:`~projects.vpl.cam.CRFParams` keys, or None for no CRF.
+        crf: :class:`~projects.vpl.cam.CRFParams` keys; True: CLIP-ES's parameters;
+            None / False: no CRF (argmax labels, no 255).
         conf_threshold: CRF confidence below which pixels are ignored (255).
         num_workers: CRF worker processes per rank.
     """
@@ -206,7 +207,7 @@ class VisionPrototypeHook(Hook):
                  templates: Any = 'single', dataset: Any = None,
                  out_dir: Optional[str] = None, save_cams: bool = False,
                  overwrite: bool = False, cam: Optional[dict] = None,
-                 vpl: Optional[dict] = None, crf: Optional[dict] = dict(),
+                 vpl: Optional[dict] = None, crf: Union[bool, dict, None] = True,
                  conf_threshold: float = 0.95, num_workers: int = 2) -> None:
         if prototypes not in ('vision', 'text'):
             raise ValueError(f"VisionPrototypeHook: prototypes must be 'vision' or "
@@ -219,7 +220,8 @@ class VisionPrototypeHook(Hook):
         self.num_workers = num_workers
         self.cam = _dataclass(CAMConfig, cam, 'cam')
         self.vpl = _dataclass(VPLConfig, vpl, 'vpl')
-        self.crf = None if crf is None else _dataclass(CRFParams, crf, 'crf')
+        self.crf = (None if crf is None or crf is False else
+                    _dataclass(CRFParams, {} if crf is True else crf, 'crf'))
         self.result: Optional[Phase1Result] = None
 
     # -------------------------------------------------------------- plumbing
