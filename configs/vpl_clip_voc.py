@@ -6,6 +6,8 @@
 # with CE + RSC, validated on VOC val with IoUMetric.
 #   python tools/test.py configs/vpl_clip_voc.py CKPT [--tta]
 #   ... --tta --cfg-options tta_model.use_crf=True          (Table 3 row VI)
+# configs/vpl_clip_coco.py inherits this file (it changes data, schedule and phase 1):
+# what is set here holds for COCO too.
 #
 # Where each number comes from (P = the VPL paper / METHOD, W = WeCLIP's public code,
 # O = our choice; docs/phase2.md explains the O's):

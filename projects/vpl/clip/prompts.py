@@ -4,7 +4,7 @@ Each foreground entry is the CLIP-ES "new class name": the class name with synon
 comma-separated, inserted **as one string** into each template (CLIP-ES's
 ``zeroshot_classifier`` does exactly that). Order = the dataset's class ids 1..C.
 """
-from typing import Dict, List
+from typing import Dict, List, Union
 
 VOC_CLASS_PROMPTS: List[str] = [
     'aeroplane', 'bicycle', 'bird avian', 'boat', 'bottle', 'bus', 'car', 'cat',
@@ -58,9 +58,14 @@ ENSEMBLE_TEMPLATES: List[str] = [
     'there is a {} in the scene.',
 ]
 
-PROMPT_TABLES: Dict[str, Dict[str, List[str]]] = {
-    'voc': dict(classes=VOC_CLASS_PROMPTS, background=VOC_BACKGROUND),
-    'coco': dict(classes=COCO_CLASS_PROMPTS, background=COCO_BACKGROUND),
+# A table: `dataset`, the registered MMSeg dataset whose foreground classes
+# (METAINFO['classes'][1:]) the `classes` prompts follow in order, so that a config's
+# dataset is matched to the prompts by class name; `background`, the concepts.
+PROMPT_TABLES: Dict[str, Dict[str, Union[str, List[str]]]] = {
+    'voc': dict(dataset='PascalVOCDataset', classes=VOC_CLASS_PROMPTS,
+                background=VOC_BACKGROUND),
+    'coco': dict(dataset='COCO14ObjectDataset', classes=COCO_CLASS_PROMPTS,
+                 background=COCO_BACKGROUND),
 }
 
 TEMPLATES: Dict[str, List[str]] = dict(single=SINGLE_TEMPLATE, ensemble=ENSEMBLE_TEMPLATES)

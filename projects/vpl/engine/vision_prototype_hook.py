@@ -31,13 +31,13 @@ from ..utils.io import atomic_torch_save
 PROTOTYPES_IN_WORK_DIR = 'vpl_prototypes.pth'
 
 
-def _table_class_names(table: str) -> List[str]:
-    """Foreground class names of a prompt table, in its order (for name matching)."""
-    if table == 'voc':
-        from mmseg.datasets import PascalVOCDataset
-        return list(PascalVOCDataset.METAINFO['classes'][1:])
-    from ..datasets import COCO14ObjectDataset
-    return list(COCO14ObjectDataset.METAINFO['classes'][1:])
+def _table_class_names(table: dict) -> List[str]:
+    """Foreground class names of a prompt table's dataset (its ``dataset`` entry, a
+    registry name), in class-id order: the order of the table's prompts."""
+    dataset_cls = DATASETS.get(table['dataset'])
+    if dataset_cls is None:
+        raise KeyError(f'prompt table dataset {table["dataset"]!r} is not registered')
+    return list(dataset_cls.METAINFO['classes'][1:])
 
 
 def resolve_prompts(class_prompts: Union[str, Sequence[str], Dict[str, str]],
@@ -61,7 +61,8 @@ def resolve_prompts(class_prompts: Union[str, Sequence[str], Dict[str, str]],
         return PROMPT_TABLES[name]
 
     if isinstance(class_prompts, str):
-        mapping = dict(zip(_table_class_names(class_prompts), table(class_prompts)['classes']))
+        prompt_table = table(class_prompts)
+        mapping = dict(zip(_table_class_names(prompt_table), prompt_table['classes']))
         if background is None:
             background = class_prompts
     elif isinstance(class_prompts, dict):
