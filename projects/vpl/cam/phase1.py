@@ -268,7 +268,7 @@ class Phase1:
                                   getattr(torch, vpl.feature_dtype))
         records = shard(self.records, rank, world)
         bar = self.progress(len(records), 'phase 1 [features]')
-        for batch, images, out, refined in self._cam_batches(records, self.text_protos, True):
+        for batch, images, out, refined in self.cam_batches(records, self.text_protos, True):
             for i, rec in enumerate(batch):
                 feats = out.features[i].flatten(1).t()
                 allowed = allowed_mask([rec.labels], self.num_fg, len(self.text_protos),
@@ -334,10 +334,15 @@ class Phase1:
                          for im in images])
         return images, x
 
-    def _cam_batches(self, records: Sequence[ImageRecord], protos: torch.Tensor,
-                     features: bool) -> Iterator[tuple]:
-        """Yield ``(records, RGB images, CAMBatch, refined CAMs)`` per size batch; the next
-        batch is decoded in a thread while CLIP runs."""
+    def cam_batches(self, records: Sequence[ImageRecord], protos: torch.Tensor,
+                    features: bool) -> Iterator[tuple]:
+        """GradCAMs with ``protos`` (:func:`~.gradcam.clip_gradcam`) and their CAA
+        refinement (:func:`~.affinity.caa_refine`) of ``records``, as both passes make them.
+
+        Yields ``(records, RGB images, CAMBatch, refined CAMs)`` per size batch (refined:
+        per image ``(K_i, h, w)`` on the patch grid, rows in label order); the next batch
+        is decoded in a thread while CLIP runs. ``features``: also return the pixel
+        features. Public so that analysis tools show the CAMs phase 1 uses."""
         patch, scale = self.clip.patch_size, self.cam.scale
         sizes = [clip_input_size(*image_size(r.img_path), patch, scale) for r in records]
         groups = size_batches(sizes, self.cam.batch_size)
@@ -362,7 +367,7 @@ class Phase1:
         bar = self.progress(len(records), 'phase 1 [pseudo-labels]')
         with PseudoLabelWriter(self.out_dir, self.cam_dir, self.crf, self.conf_threshold,
                                self.num_workers) as writer:
-            for batch, images, _, refined in self._cam_batches(records, protos, False):
+            for batch, images, _, refined in self.cam_batches(records, protos, False):
                 for rec, im, ref in zip(batch, images, refined):
                     scores = score_stack(ref, im.shape[:2], self.cam.bg_power)
                     writer.submit(rec.name, im, scores.cpu().numpy(), [0] + rec.labels)
