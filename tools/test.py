@@ -15,7 +15,7 @@ import projects.vpl  # noqa: E402,F401
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from projects.vpl.utils import setup_distributed  # noqa: E402
+from projects.vpl.utils import apply_tta, setup_distributed  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -74,12 +74,7 @@ def main() -> None:
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)
     if args.tta:
-        if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
-            raise KeyError(f'{args.config}: --tta needs `tta_model` and `tta_pipeline` '
-                           'in the config')
-        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
-        cfg.tta_model.module = cfg.model
-        cfg.model = cfg.tta_model
+        cfg = apply_tta(cfg)
     if args.out is not None:
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True

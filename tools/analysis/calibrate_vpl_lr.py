@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import DefaultScope  # noqa: E402
 
-from projects.vpl.cam import Phase1, gap_metrics, learn_prototypes  # noqa: E402
+from projects.vpl.cam import gap_metrics, learn_prototypes  # noqa: E402
 from projects.vpl.engine.vision_prototype_hook import hook_from_config  # noqa: E402
 from projects.vpl.evaluation import evaluate_pseudo_labels  # noqa: E402
 from projects.vpl.utils.io import atomic_open  # noqa: E402
@@ -94,10 +94,7 @@ def main(argv=None) -> dict:
         classes = dataset.metainfo['classes']
         for name, protos in runs:
             out = osp.join(work_dir, 'calibration', f'{args.reduction}_{name}')
-            Phase1(clip, phase1.records, protos, phase1.num_fg, out, 'text', phase1.cam,
-                   crf=phase1.crf, conf_threshold=phase1.conf_threshold, save_cams=True,
-                   num_workers=phase1.num_workers, logger=lambda m: None,
-                   mean=phase1.mean, std=phase1.std).run(overwrite=True)
+            phase1.with_prototypes(protos, out, logger=lambda m: None).run(overwrite=True)
             rep = evaluate_pseudo_labels(infos, len(classes), out, osp.join(out, 'cams'),
                                          class_names=classes)
             scores = dict(seed=rep['seed']['mIoU'], pseudo=rep['pseudo']['mIoU'],

@@ -125,6 +125,19 @@ class Phase1:
         self.blocks = last_blocks(clip.num_layers, cam.caa_blocks)
         self.cam_dir = os.path.join(self.out_dir, 'cams') if save_cams else None
 
+    def with_prototypes(self, prototypes: torch.Tensor, out_dir: str,
+                        records: Optional[Sequence[ImageRecord]] = None,
+                        save_cams: bool = True,
+                        logger: Optional[Callable[[str], None]] = None) -> 'Phase1':
+        """These settings with fixed ``prototypes`` (``mode='text'``, ``prototypes`` in
+        place of ``Z``): CAMs and pseudo-labels of ``records`` (default: this split)
+        with, e.g., the ``W`` learned on another split, for evaluation tools."""
+        return Phase1(self.clip, self.records if records is None else records,
+                      prototypes, self.num_fg, out_dir, 'text', self.cam, self.vpl,
+                      self.crf, self.conf_threshold, save_cams, self.num_workers,
+                      logger=logger or self.logger, progress=self.progress,
+                      mean=self.mean, std=self.std)
+
     # ------------------------------------------------------------ fingerprint
     def config(self) -> dict:
         """Every input that changes the pseudo-labels (the fingerprint's content)."""

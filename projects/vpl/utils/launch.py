@@ -1,4 +1,6 @@
-"""Pick the distributed backend for the machine: NCCL on CUDA, gloo on CPU.
+"""Runner set-up shared by the tools: the distributed backend and test-time augmentation.
+
+Distributed: NCCL on CUDA, gloo on CPU.
 
 MMEngine's PyTorch launcher calls ``torch.cuda.set_device`` and wraps the model in DDP
 with ``device_ids=[LOCAL_RANK]`` — both fail on a machine without a GPU. The tools call
@@ -35,3 +37,20 @@ def setup_distributed(cfg: Config, launcher: str) -> None:
     wrapper.setdefault('broadcast_buffers', False)
     wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
     cfg.model_wrapper_cfg = wrapper
+
+
+def apply_tta(cfg: Config) -> Config:
+    """Turn a config into its test-time-augmentation form (``tools/test.py --tta``).
+
+    The test pipeline becomes ``tta_pipeline`` and the model ``tta_model`` wrapping the
+    config's model (MMSeg's convention). Raises ``KeyError`` naming the config file when
+    either key is missing.
+    """
+    missing = [k for k in ('tta_model', 'tta_pipeline') if k not in cfg]
+    if missing:
+        raise KeyError(f'{cfg.filename}: test-time augmentation needs {missing} in the '
+                       'config')
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    cfg.tta_model.module = cfg.model
+    cfg.model = cfg.tta_model
+    return cfg
