@@ -1,0 +1,136 @@
+"""End to end on the toy world: tools/train.py (phase 1 + 2) and tools/test.py, as a user.
+
+One small fixed world (tests/configs/toy_e2e.py: world seed 1, 64 train / 16 val images,
+the shipped tiny CLIP, phase-1 numbers pinned in that config) is run through
+``tools/train.py`` twice — ``prototypes='text'`` (the CLIP-ES baseline through the same
+hook, one decoder iteration) and ``prototypes='vision'`` (VPL, 150 decoder iterations) — and
+the VPL checkpoint through ``tools/test.py``. The saved refined CAMs of both runs are
+scored as seeds (argmax over ``[1 - max cam; cams]``, α = 1) with the project's evaluator
+against the train masks.
+
+Why world seed 1, and the margin. Seed mIoU text -> VPL measured with this config's
+phase-1 settings (lr 0.03 'pixel_mean', 1000 full-batch iterations, float32):
+
+* world seed 1: 48 images 17.42 -> 23.76 (+6.34), 64: 16.32 -> 21.15 (+4.83),
+  80: 16.80 -> 22.21 (+5.41), 96: 16.38 -> 21.38 (+5.00), 300: 18.57 -> 26.41 (+7.84);
+  at 64 images also lr 0.02 / 0.05 (+4.78 / +4.83), 300 / 500 iterations (+4.57 / +4.11),
+  float64 (+4.83), batch_pixels 4096 (+4.80).
+* other worlds at 300 images (seed 0 is the shipped toy set): seeds 0, 2, 3: +3.99, +3.17,
+  +0.88. On small worlds the sign is NOT stable: 64 images, seeds 0 / 2 / 3 / 4 / 5:
+  -2.25 / +4.91 / -2.19 / +1.74 / -3.39; 96 images: +0.37 / +1.00 / -2.39 / +6.04 / -2.03.
+
+So the test pins world seed 1 at 64 images, where the gain was at least +4.1 under every
+perturbation above, and asserts a gain of at least ``MIN_SEED_GAIN`` = 2.0 points. The
+runs are deterministic (CPU, fixed seeds, float32 on one thread): a drop below the margin
+means phase 1 changed, not noise.
+
+Threads: the subprocesses run with one intra-op thread (``OMP_NUM_THREADS=1``). On the
+loaded 2-core machine the VPL learning step took 97-160 s with two threads against 8 s with
+one (per-iteration overhead of oversubscribed OpenMP threads on tiny matrix products).
+"""
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT
+
+CONFIG = ROOT / 'tests/configs/toy_e2e.py'
+NUM_TRAIN = 64
+VPL_ITERS = 150       # the config's max_iters
+MIN_SEED_GAIN = 2.0   # measured +4.83 (16.32 -> 21.15); see the module docstring
+# measured 14.04 after 150 decoder iterations; predicting only background scores 8.24
+# (after 30 iterations it still did), so the floor checks that foreground was learnt
+MIN_TEST_MIOU = 10.0
+DATASETS = ('train_dataloader.dataset.dataset', 'val_dataloader.dataset',
+            'test_dataloader.dataset')
+
+
+def run_tool(args, timeout=600) -> str:
+    """Run a tool from the repository root like a user; fail with its output's tail."""
+    env = dict(os.environ, HF_HUB_OFFLINE='1', OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+    res = subprocess.run([sys.executable] + [str(a) for a in args], cwd=ROOT,
+                         capture_output=True, text=True, env=env, timeout=timeout)
+    assert res.returncode == 0, (f'{args[0]} exited {res.returncode}:\n'
+                                 + res.stdout[-3000:] + res.stderr[-3000:])
+    return res.stdout + res.stderr
+
+
+def logged_miou(log: str, mode: str) -> float:
+    """The last ``Iter(<mode>)`` mIoU an MMEngine log printed (``nan`` included)."""
+    found = re.findall(rf'Iter\({mode}\).*?mIoU: (\S+)', log)
+    assert found, f'no {mode} mIoU in the log:\n{log[-2000:]}'
+    return float(found[-1])
+
+
+def seed_miou(cam_dir, world) -> float:
+    """Seed mIoU (α = 1) of a CAM folder on the train images, with the project's evaluator."""
+    from projects.vpl.evaluation import evaluate_pseudo_labels
+    names = (world / 'ImageSets/Segmentation/train.txt').read_text().split()
+    assert len(names) == NUM_TRAIN
+    items = [dict(name=n, seg_map_path=str(world / 'SegmentationClass' / f'{n}.png'),
+                  img_path=str(world / 'JPEGImages' / f'{n}.jpg')) for n in names]
+    report = evaluate_pseudo_labels(items, 9, cam_dir=str(cam_dir))
+    assert report['num_images'] == NUM_TRAIN
+    return report['seed']['mIoU']
+
+
+def load_meta(path) -> dict:
+    return torch.load(path, map_location='cpu', weights_only=False)['meta']['vpl_prototypes']
+
+
+@pytest.mark.slow
+def test_toy_end_to_end_vpl_beats_text(tmp_path):
+    """VPL seeds beat CLIP-ES (text) seeds through tools/train.py; tools/test.py scores
+    the VPL checkpoint with the same mIoU as training's validation."""
+    start = time.perf_counter()
+    world = tmp_path / 'world'
+    data = [f'{d}.data_root={world}' for d in DATASETS]
+    work = {mode: tmp_path / mode / 'work' for mode in ('text', 'vision')}
+
+    # CLIP-ES baseline: phase 1 with text prototypes, a single decoder step, no validation
+    run_tool(['tools/train.py', CONFIG, '--work-dir', work['text'], '--cfg-options', *data,
+              'custom_hooks.0.prototypes=text', 'train_cfg.max_iters=1',
+              'train_cfg.val_interval=1000'])
+    # VPL: phase 1 with vision prototypes, then the decoder, validated at the end
+    log = run_tool(['tools/train.py', CONFIG, '--work-dir', work['vision'],
+                    '--cfg-options', *data])
+    val = logged_miou(log, 'val')
+
+    # seeds: VPL beats the text prototypes on the same images
+    seeds = {}
+    for mode, w in work.items():
+        cams = w / 'pseudo_labels' / 'cams'
+        assert len(list(cams.iterdir())) == NUM_TRAIN
+        assert len(list((w / 'pseudo_labels').glob('*.png'))) == NUM_TRAIN
+        seeds[mode] = seed_miou(cams, world)
+    print(f'seed mIoU: text {seeds["text"]:.2f} -> VPL {seeds["vision"]:.2f}')
+    assert seeds['vision'] - seeds['text'] >= MIN_SEED_GAIN, seeds
+
+    # checkpoints carry the prototypes they were trained with
+    ckpt = work['vision'] / f'iter_{VPL_ITERS}.pth'
+    assert ckpt.is_file()
+    vpl, text = load_meta(ckpt), load_meta(work['text'] / 'iter_1.pth')
+    assert (vpl['mode'], text['mode']) == ('vision', 'text')
+    assert vpl['num_fg'] == text['num_fg'] == 8
+    assert vpl['prototypes'].shape == text['prototypes'].shape == (16, 128)
+    assert torch.allclose(vpl['prototypes'].norm(dim=1), torch.ones(16), atol=1e-4)
+    assert vpl['fingerprint'] != text['fingerprint']
+    # the text run's prototypes are Z; VPL moved away from them
+    z = torch.load(work['text'] / 'vpl_prototypes.pth', weights_only=False)
+    assert torch.allclose(text['prototypes'], z['text_prototypes'], atol=1e-5)
+    assert (vpl['prototypes'] - text['prototypes']).norm(dim=1).mean() > 0.05
+
+    # tools/test.py on the VPL checkpoint: a finite mIoU, the one validation printed
+    log = run_tool(['tools/test.py', CONFIG, ckpt, '--work-dir', tmp_path / 'test',
+                    '--cfg-options', *data])
+    miou = logged_miou(log, 'test')
+    print(f'tools/test.py mIoU {miou:.2f} (val in training {val:.2f}); '
+          f'{time.perf_counter() - start:.0f} s')
+    assert math.isfinite(miou) and miou > MIN_TEST_MIOU
+    assert miou == val
