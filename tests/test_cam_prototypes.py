@@ -177,3 +177,18 @@ def test_two_ranks_all_reduce_equals_one_rank():
         assert torch.allclose(w, single, atol=1e-6)
         assert loss == pytest.approx(log['loss'][-1][1], rel=1e-9)
         assert gap['patch_acc'] == pytest.approx(metrics['patch_acc'])
+
+
+def test_gap_patch_accuracy_all_and_foreground():
+    """patch_acc counts every labelled patch (3 of 4 right), patch_acc_fg only the
+    foreground ones (2 of 3: the one mistake is a foreground patch)."""
+    protos = torch.eye(3)  # classes 1, 2 and one background concept
+    features = torch.tensor([[0., 0., 1.], [1., 0., 0.], [0., 1., 0.], [0., 1., 0.]])
+    labels = torch.tensor([0, 1, 2, 1])  # the last patch (class 1) looks like class 2
+    pixels = PixelSet(features=features, image_index=torch.zeros(4, dtype=torch.long),
+                      allowed=torch.ones(1, 3, dtype=torch.bool),
+                      targets=torch.full((4, 3), 1 / 3), labels=labels)
+    gap = gap_metrics(pixels, protos, protos, num_fg=2)
+    assert gap['patch_acc'] == pytest.approx(3 / 4)
+    assert gap['patch_acc_fg'] == pytest.approx(2 / 3)
+    assert gap['proto_shift'] == pytest.approx(0.0)

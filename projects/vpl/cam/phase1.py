@@ -329,7 +329,8 @@ class Phase1:
                                            self.text_protos, self.num_fg),
                           vision=gap_metrics(pixels, protos, self.text_protos, self.num_fg))
         gap = ', '.join(f'{k} {log["gap"]["text"][k]:.4f} -> {log["gap"]["vision"][k]:.4f}'
-                        for k in ('patch_acc', 'centroid_gap', 'proto_shift'))
+                        for k in ('patch_acc', 'patch_acc_fg', 'centroid_gap',
+                                   'proto_shift'))
         self.logger(f'phase 1 [learning]: {vpl.iters} iterations in '
                     f'{log["times"]["learning"]:.1f} s; loss {vpl_log["loss"][0][1]:.4f} -> '
                     f'{vpl_log["loss"][-1][1]:.4f}; text -> vision prototypes '

@@ -268,7 +268,9 @@ def gap_metrics(pixels: PixelSet, protos: torch.Tensor, text_protos: torch.Tenso
     * ``centroid_gap``: mean over the foreground classes present in ``pixels.labels`` of
       ``1 - cos(w_c, mean feature of the class's patches)``;
     * ``patch_acc``: share of labelled patches whose argmax over the allowed prototypes
-      (background concepts -> class 0) equals the label.
+      (background concepts -> class 0) equals the label;
+    * ``patch_acc_fg``: the same over the foreground patches only (on small objects the
+      background dominates ``patch_acc``).
 
     Sums are all-reduced under a process group. NaN when there are no labels.
     """
@@ -279,7 +281,7 @@ def gap_metrics(pixels: PixelSet, protos: torch.Tensor, text_protos: torch.Tenso
     dim = protos.shape[1]
     sums = torch.zeros(num_fg + 1, dim, dtype=torch.float64, device=device)
     counts = torch.zeros(num_fg + 1, dtype=torch.float64, device=device)
-    hits = torch.zeros(2, dtype=torch.float64, device=device)
+    hits = torch.zeros(4, dtype=torch.float64, device=device)  # all, fg: hits, counts
     if pixels.labels is not None:
         for start in range(0, len(pixels), chunk):
             sel = slice(start, start + chunk)
@@ -289,7 +291,9 @@ def gap_metrics(pixels: PixelSet, protos: torch.Tensor, text_protos: torch.Tenso
             best = (x @ protos.t()).masked_fill(~allowed, float('-inf')).argmax(dim=1)
             pred = torch.where(best < num_fg, best + 1, torch.zeros_like(best))
             valid = lab <= num_fg
-            hits += torch.stack([(pred == lab)[valid].sum(), valid.sum()]).double()
+            fg = valid & (lab > 0)
+            hits += torch.stack([(pred == lab)[valid].sum(), valid.sum(),
+                                 (pred == lab)[fg].sum(), fg.sum()]).double()
             sums.index_add_(0, lab[valid], x[valid].double())
             counts += torch.bincount(lab[valid], minlength=num_fg + 1).double()
     _all_reduce(sums)
@@ -301,5 +305,7 @@ def gap_metrics(pixels: PixelSet, protos: torch.Tensor, text_protos: torch.Tenso
         centroid = float((1 - cos).mean())
     else:
         centroid = float('nan')
-    acc = float(hits[0] / hits[1]) if hits[1] > 0 else float('nan')
-    return dict(proto_shift=shift, centroid_gap=centroid, patch_acc=acc)
+    acc, acc_fg = (float(hits[i] / hits[i + 1]) if hits[i + 1] > 0 else float('nan')
+                   for i in (0, 2))
+    return dict(proto_shift=shift, centroid_gap=centroid, patch_acc=acc,
+                patch_acc_fg=acc_fg)
