@@ -15,12 +15,24 @@ import numpy as np
 PathLike = Union[str, os.PathLike]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: Mode of the files written here: what ``open()`` would give (``0o666`` less the umask),
+#: not ``mkstemp``'s private ``0o600`` — pseudo-labels and converted datasets are shared.
+FILE_MODE = 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_open(path: PathLike, mode: str = 'wb') -> Iterator[IO]:
     """Open ``path`` for writing through a temporary file renamed on success.
 
     The temporary file lives in the destination folder (so ``os.replace`` is atomic)
-    and is removed if the block raises.
+    and is removed if the block raises. The file gets the permissions a plain ``open``
+    would give it (:data:`FILE_MODE`).
     """
     if 'w' not in mode:
         raise ValueError(f'atomic_open only writes, got mode {mode!r}')
@@ -28,6 +40,7 @@ def atomic_open(path: PathLike, mode: str = 'wb') -> Iterator[IO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
