@@ -16,6 +16,10 @@ sys.path.insert(0, str(ROOT))
 
 import projects.vpl  # noqa: E402,F401
 
+# Tool subprocesses run on one intra-op thread: oversubscribed OpenMP threads made tiny
+# matrix products 10-20x slower on the loaded 2-core build machine (tests/test_toy_e2e.py).
+ONE_THREAD = dict(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+
 # A random open_clip ViT small enough for CPU tests (patch 8; 3 blocks; joint space 32).
 TINY_CLIP_CFG = dict(
     embed_dim=32,

@@ -29,16 +29,15 @@ loaded 2-core machine the VPL learning step took 97-160 s with two threads again
 one (per-iteration overhead of oversubscribed OpenMP threads on tiny matrix products).
 """
 import math
-import os
 import re
-import subprocess
 import sys
 import time
 
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ONE_THREAD, ROOT
+from test_tools import run_tool
 
 CONFIG = ROOT / 'tests/configs/toy_e2e.py'
 NUM_TRAIN = 64
@@ -51,14 +50,9 @@ DATASETS = ('train_dataloader.dataset.dataset', 'val_dataloader.dataset',
             'test_dataloader.dataset')
 
 
-def run_tool(args, timeout=600) -> str:
-    """Run a tool from the repository root like a user; fail with its output's tail."""
-    env = dict(os.environ, HF_HUB_OFFLINE='1', OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
-    res = subprocess.run([sys.executable] + [str(a) for a in args], cwd=ROOT,
-                         capture_output=True, text=True, env=env, timeout=timeout)
-    assert res.returncode == 0, (f'{args[0]} exited {res.returncode}:\n'
-                                 + res.stdout[-3000:] + res.stderr[-3000:])
-    return res.stdout + res.stderr
+def run(args) -> str:
+    """A tool from the repository root, one intra-op thread (module docstring)."""
+    return run_tool([sys.executable] + [str(a) for a in args], env_extra=ONE_THREAD)
 
 
 def logged_miou(log: str, mode: str) -> float:
@@ -94,11 +88,11 @@ def test_toy_end_to_end_vpl_beats_text(tmp_path):
     work = {mode: tmp_path / mode / 'work' for mode in ('text', 'vision')}
 
     # CLIP-ES baseline: phase 1 with text prototypes, a single decoder step, no validation
-    run_tool(['tools/train.py', CONFIG, '--work-dir', work['text'], '--cfg-options', *data,
+    run(['tools/train.py', CONFIG, '--work-dir', work['text'], '--cfg-options', *data,
               'custom_hooks.0.prototypes=text', 'train_cfg.max_iters=1',
               'train_cfg.val_interval=1000'])
     # VPL: phase 1 with vision prototypes, then the decoder, validated at the end
-    log = run_tool(['tools/train.py', CONFIG, '--work-dir', work['vision'],
+    log = run(['tools/train.py', CONFIG, '--work-dir', work['vision'],
                     '--cfg-options', *data])
     val = logged_miou(log, 'val')
 
@@ -127,7 +121,7 @@ def test_toy_end_to_end_vpl_beats_text(tmp_path):
     assert (vpl['prototypes'] - text['prototypes']).norm(dim=1).mean() > 0.05
 
     # tools/test.py on the VPL checkpoint: a finite mIoU, the one validation printed
-    log = run_tool(['tools/test.py', CONFIG, ckpt, '--work-dir', tmp_path / 'test',
+    log = run(['tools/test.py', CONFIG, ckpt, '--work-dir', tmp_path / 'test',
                     '--cfg-options', *data])
     miou = logged_miou(log, 'test')
     print(f'tools/test.py mIoU {miou:.2f} (val in training {val:.2f}); '

@@ -9,10 +9,8 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ONE_THREAD, ROOT
 from test_tools import run_tool
-
-ONE_THREAD = dict(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
 
 
 @pytest.mark.slow
