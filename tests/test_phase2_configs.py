@@ -37,3 +37,25 @@ def test_top_config(name, num_classes, iters):
     built = MODELS.build(head)
     feats = [torch.randn(1, 768, 4, 5) for _ in range(11)]
     assert built(feats).shape == (1, num_classes, 4, 5)
+
+
+def test_coco_config_equals_the_bases_it_restates():
+    """vpl_clip_coco.py inherits the VOC config and restates what datasets/coco14.py,
+    schedules/vpl_sgd_80k.py and phase1/vpl_coco.py set (MMEngine refuses bases with
+    the same keys); an edit to one of those files must reach it."""
+    base = ROOT / 'configs' / '_base_'
+    coco = Config.fromfile(ROOT / 'configs' / 'vpl_clip_coco.py')
+    data = Config.fromfile(base / 'datasets' / 'coco14.py')
+    sched = Config.fromfile(base / 'schedules' / 'vpl_sgd_80k.py')
+    phase1 = Config.fromfile(base / 'phase1' / 'vpl_coco.py')
+    assert coco.image_labels == data.image_labels
+    keys = ('type', 'data_root', 'data_prefix', 'ann_file')
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        ours, theirs = coco[loader].dataset, data[loader].dataset
+        ours = ours.dataset if loader == 'train_dataloader' else ours
+        assert {k: ours[k] for k in keys} == {k: theirs[k] for k in keys}, loader
+    assert coco.param_scheduler == sched.param_scheduler
+    assert coco.train_cfg.max_iters == sched.train_cfg.max_iters
+    assert coco.train_cfg.val_interval == sched.train_cfg.val_interval
+    assert coco.default_hooks.checkpoint.interval == sched.default_hooks.checkpoint.interval
+    assert coco.custom_hooks == phase1.custom_hooks
