@@ -93,13 +93,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _set_world(ds: dict, root: str, **generate) -> None:
-    """Point a (possibly wrapped) toy dataset config at the world under ``root`` made
-    with ``generate`` (:func:`ensure_toy_world` parameters over the config's)."""
+def _toy_dataset(ds: dict) -> dict:
+    """The ``ToyWorldDataset`` config inside a (possibly wrapped) dataset config."""
     while ds.get('type') != 'ToyWorldDataset':
         if 'dataset' not in ds:
             raise KeyError(f'no ToyWorldDataset in the dataset config {ds}')
         ds = ds['dataset']
+    return ds
+
+
+def _set_world(ds: dict, root: str, **generate) -> None:
+    """Point a dataset config at the world under ``root`` made with ``generate``
+    (:func:`ensure_toy_world` parameters over the config's)."""
+    ds = _toy_dataset(ds)
     ds['data_root'] = root
     ds['generate'] = dict(ds.get('generate') or {}, **generate)
 
@@ -109,10 +115,9 @@ def set_decoder_iters(cfg: Config, iters: int) -> None:
     intervals and the last scheduler's end; a warm-up keeps its length, capped at half."""
     cfg.train_cfg.max_iters = cfg.train_cfg.val_interval = iters
     cfg.default_hooks.checkpoint.interval = iters
-    schedulers = cfg.param_scheduler
-    warmup = min(schedulers[0].end, iters // 2) if len(schedulers) > 1 else 0
+    schedulers, warmup = cfg.param_scheduler, 0
     if len(schedulers) > 1:
-        schedulers[0].end = warmup
+        warmup = schedulers[0].end = min(schedulers[0].end, iters // 2)
     schedulers[-1].begin, schedulers[-1].end = warmup, iters
 
 
@@ -144,8 +149,7 @@ class ToyBench:
 
     def make_world(self) -> None:
         t = time.perf_counter()
-        generate = self.cfg.train_dataloader.dataset.dataset.generate
-        ensure_toy_world(self.root, **generate)
+        ensure_toy_world(self.root, **_toy_dataset(self.cfg.train_dataloader.dataset).generate)
         self._timed('world', t)
 
     def val_records(self, hook) -> list:
