@@ -43,4 +43,7 @@ def test_mmseg_decode_head_accepts_the_maps():
     logits = head(backbone(torch.randn(1, 3, 64, 48)))
     assert logits.shape == (1, 5, 8, 6)
     logits.sum().backward()
-    assert head.conv_seg.weight.grad is not None
+    # the head learns from the maps; the frozen backbone gets no gradient at all
+    assert head.conv_seg.weight.grad.abs().sum() > 0
+    assert head.convs[0].conv.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in backbone.parameters())

@@ -1,4 +1,5 @@
 """CAA of CLIP-ES (METHOD §3) on hand-made attention matrices and CAMs."""
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -26,11 +27,22 @@ def test_affinity_on_hand_made_attention():
     assert np.allclose(out, clip_es_affinity([a1, a2]), atol=1e-6)
     assert np.allclose(out, out.T, atol=1e-6)  # symmetric, and a square of a symmetric
     assert np.all(np.linalg.eigvalsh(out) > -1e-6)  # matrix is positive semi-definite
-    sym = np.mean([a1, a2], axis=0)
+    # the steps one by one through the function's own knobs: no square (power 0) is the
+    # symmetrised Sinkhorn matrix; no rounds either is the symmetrised mean attention
+    sink = np.mean([a1, a2], axis=0)
     for _ in range(3):
-        sym = sym / sym.sum(0, keepdims=True)
-        sym = sym / sym.sum(1, keepdims=True)
-    assert np.allclose(sym.sum(1), 1, atol=1e-6)  # rows sum to 1 after the rounds
+        sink = sink / sink.sum(0, keepdims=True)
+        sink = sink / sink.sum(1, keepdims=True)
+    unsquared = attention_affinity([torch.tensor(a1), torch.tensor(a2)], power=0).numpy()
+    assert np.allclose(unsquared, (sink + sink.T) / 2, atol=1e-6)
+    assert np.allclose(out, unsquared @ unsquared, atol=1e-6)
+    mean = np.mean([a1, a2], axis=0)
+    plain = attention_affinity([torch.tensor(a1), torch.tensor(a2)], sinkhorn_rounds=0,
+                               power=0).numpy()
+    assert np.allclose(plain, (mean + mean.T) / 2, atol=1e-6)
+    assert not np.allclose(plain, unsquared, atol=1e-3)  # the rounds do change it
+    with pytest.raises(ValueError, match='at least one attention map'):
+        attention_affinity([])
 
 
 def test_affinity_batched_matches_single():
@@ -102,10 +114,19 @@ def test_caa_refine_identity_attention_keeps_cam_inside_box():
 def test_last_blocks_and_helpers():
     assert last_blocks(12) == (5, 6, 7, 8, 9, 10, 11, 12)
     assert last_blocks(3) == (1, 2, 3)
-    with pytest.raises(ValueError):
+    assert last_blocks(12, 2) == (11, 12)
+    with pytest.raises(ValueError, match='caa_blocks must be >= 1, got 0'):
         last_blocks(12, 0)
     cams = torch.tensor([[[0.2, 1.0]], [[0.6, 0.1]]])
     assert torch.allclose(background_score(cams), torch.tensor([[[0.4, 0.0]]]))
     assert torch.allclose(background_score(cams, 2), torch.tensor([[[0.16, 0.0]]]))
     up = upsample(torch.ones(2, 3, 4), (6, 8))
     assert up.shape == (2, 6, 8) and torch.allclose(up, torch.ones(2, 6, 8))
+    # a non-constant map: bilinear with half-pixel centres, i.e. what cv2.resize gives
+    maps = torch.rand(2, 3, 4, generator=torch.Generator().manual_seed(0))
+    up = upsample(maps, (7, 10))
+    for k in range(2):
+        ref = cv2.resize(maps[k].numpy(), (10, 7), interpolation=cv2.INTER_LINEAR)
+        assert np.allclose(up[k].numpy(), ref, atol=1e-5)
+    same = upsample(maps.double(), (3, 4))  # already the size: unchanged, as float32
+    assert same.dtype == torch.float32 and torch.allclose(same, maps)

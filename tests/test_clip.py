@@ -1,6 +1,7 @@
 """The CLIP wrapper: loading paths, dense forward, GradCAM split, freezing."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from projects.vpl.clip import build_clip
 from conftest import TINY_CLIP_CFG
@@ -38,7 +39,18 @@ def test_non_square_sizes(tiny_clip, size):
     assert out.tokens[1].shape == (2, h * w, 64)
     assert out.attn[2].shape == (2, h * w, h * w)
     # head-averaged softmax rows sum to 1 before the class-token column is dropped
-    assert (out.attn[3].sum(-1) <= 1 + 1e-5).all()
+    assert (out.attn[3] >= 0).all() and (out.attn[3].sum(-1) < 1).all()
+    # block 2's attention by hand: softmax(q k^T / sqrt(d)) per head, head mean, the
+    # patch-to-patch part (class token's row and column dropped)
+    visual = tiny_clip.model.visual
+    tokens, _ = tiny_clip._embed(x)
+    block = visual.transformer.resblocks[1]
+    h = block.ln_1(visual.transformer.resblocks[0](tokens))
+    q, k, _ = F.linear(h, block.attn.in_proj_weight, block.attn.in_proj_bias).chunk(3, -1)
+    heads = block.attn.num_heads
+    q, k = (t.reshape(2, h.shape[1], heads, -1).transpose(1, 2) for t in (q, k))
+    ref = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).softmax(-1).mean(1)
+    assert torch.allclose(out.attn[2], ref[:, 1:, 1:], atol=1e-5)
 
 
 def test_size_not_multiple_of_patch_is_an_error(tiny_clip):
@@ -88,6 +100,12 @@ def test_local_project_checkpoint_round_trip(tmp_path, tiny_clip):
     assert torch.equal(loaded.forward_dense(x).dense, tiny_clip.forward_dense(x).dense)
     assert loaded.mean == (0.5, 0.5, 0.5) and loaded.std == (0.25, 0.25, 0.25)
     assert loaded.fingerprint == build_clip(checkpoint=str(path)).fingerprint
+    # other weights under the same file name are another cache key
+    state = tiny_clip.model.state_dict()
+    state['visual.proj'] = state['visual.proj'] + 1e-3
+    torch.save(dict(model_cfg=TINY_CLIP_CFG, state_dict=state, mean=(0.5, 0.5, 0.5),
+                    std=(0.25, 0.25, 0.25)), path)
+    assert build_clip(checkpoint=str(path)).fingerprint != loaded.fingerprint
 
 
 def test_inline_cfg_with_plain_state_dict_checkpoint(tmp_path, tiny_clip):

@@ -60,9 +60,28 @@ def test_fallback_point_sample_matches_grid_sample():
 
 
 def test_registry_entries():
-    import projects.vpl  # noqa: F401
-    from mmseg.registry import MODELS
-    assert MODELS.get('CLIPVisionBackbone') is not None
+    """``import projects.vpl`` alone (what ``custom_imports`` does) registers every
+    component under its name in MMSeg's registries; checked in a fresh interpreter, as
+    this process has imported the submodules one by one."""
+    res = run_python('''
+        import projects.vpl
+        from mmseg.registry import DATASETS, HOOKS, LOOPS, MODELS
+        entries = dict(
+            MODELS=['CLIPVisionBackbone', 'VPLHead', 'RSCLoss', 'VPLSegTTAModel'],
+            DATASETS=['PseudoLabelDataset', 'COCO14ObjectDataset', 'ToyWorldDataset'],
+            HOOKS=['VisionPrototypeHook'], LOOPS=['PseudoLabelTrainLoop'])
+        for reg, names in entries.items():
+            for name in names:
+                cls = eval(reg).get(name)
+                print(reg, name, getattr(cls, '__name__', None),
+                      getattr(cls, '__module__', '').split('.')[:2])
+    ''')
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert len(lines) == 9
+    for line in lines:
+        reg, name, found, module = line.split(' ', 3)
+        assert found == name and module == "['projects', 'vpl']", line
 
 
 def test_untrusted_checkpoint_is_refused_with_a_clear_error(tmp_path):

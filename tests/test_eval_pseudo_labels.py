@@ -1,4 +1,5 @@
 """Seed / pseudo-mask evaluation: MMSeg's IoU exactly, the α sweep, ignored pixels."""
+import json
 import sys
 from pathlib import Path
 
@@ -93,6 +94,10 @@ def test_evaluate_folder_and_alpha_sweep(tmp_path):
     # alpha 1: bg 0.65 beats 0.35 off the object but 0.4 < 0.6 on it -> perfect seeds;
     # alpha 2 is perfect too; both are reported and the sweep is flagged
     assert rep['seed']['per_alpha']['1']['mIoU'] == 100.0 and rep['seed']['swept']
+    assert rep['seed']['per_alpha']['2']['mIoU'] == 100.0 and rep['seed']['mIoU'] == 100.0
+    # a third alpha where the background wins on the object too: 0.4^0.5 = 0.63 > 0.6
+    low = evaluate_pseudo_labels(items, 4, None, str(cam_dir), bg_powers=[0.5])
+    assert low['seed']['per_alpha']['0.5']['mIoU'] < 100.0 and not low['seed']['swept']
     assert rep['pseudo']['mIoU_confident'] == 100.0
     assert rep['pseudo']['ignored_share'] == pytest.approx(30 / (3 * 600))
     assert rep['pseudo']['mIoU'] < 100.0  # the ignored pixels count as misses
@@ -121,6 +126,9 @@ def test_eval_tool_cli(tmp_path, capsys):
     rep = tool.main(['--gt-dir', str(gt_dir), '--split', str(split), '--num-classes', '4',
                      '--pseudo-dir', str(pl_dir), '--cam-dir', str(cam_dir),
                      '--json', str(tmp_path / 'r.json')])
-    assert rep['num_images'] == 2 and (tmp_path / 'r.json').is_file()
+    assert rep['num_images'] == 2
+    saved = json.loads((tmp_path / 'r.json').read_text())  # the report, not just a file
+    assert saved['num_images'] == 2 and saved['seed']['mIoU'] == rep['seed']['mIoU'] == 100.0
+    assert saved['pseudo']['ignored_share'] == pytest.approx(20 / (2 * 600))
     printed = capsys.readouterr().out
     assert 'seed mIoU: 100.00' in printed and 'ignored pixels' in printed

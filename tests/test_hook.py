@@ -1,4 +1,5 @@
 """VisionPrototypeHook in a real MMEngine run, and tools/generate_pseudo_labels.py."""
+import json
 import os
 import subprocess
 import sys
@@ -113,11 +114,20 @@ def test_generate_pseudo_labels_tool(tiny_voc, tmp_path):
                         '--device', 'cpu', '--save-cams'])
     assert not report['loaded'] and len(list(out.glob('*.png'))) == 6
     assert len(list((out / 'cams').glob('*.npz'))) == 6
-    assert (tmp_path / 'wd' / 'vpl_prototypes.pth').is_file()
+    saved = torch.load(tmp_path / 'wd' / 'vpl_prototypes.pth', weights_only=False)
+    w = saved['prototypes']
+    assert saved['mode'] == 'vision' and saved['num_fg'] == 20 and w.shape == (45, 32)
+    assert saved['out_dir'] == str(out)
+    assert torch.allclose(w.norm(dim=1), torch.ones(45), atol=1e-5)
+    assert not torch.allclose(w, saved['text_prototypes'], atol=1e-4)  # VPL moved them
     assert list((tmp_path / 'wd').glob('phase1_*.log'))
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob('*.png')}
     again = tool.main([str(config), '--out', str(out), '--work-dir', str(tmp_path / 'wd'),
                        '--device', 'cpu'])
     assert again['loaded']
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob('*.png')} == stamps  # not redone
+    reloaded = torch.load(tmp_path / 'wd' / 'vpl_prototypes.pth', weights_only=False)
+    assert torch.equal(reloaded['prototypes'], w)
 
 
 @pytest.mark.slow
@@ -149,4 +159,10 @@ def test_calibrate_tool(tiny_voc, tmp_path):
     assert rep['labels'] == 'gt' and set(rep['runs']) == {'0.01', '0.1'}
     for run in rep['runs'].values():
         assert len(run['loss']) == 5 and 0 <= run['seed'] <= 100
-    assert 'seed' in rep['text'] and (tmp_path / 'calib.json').is_file()
+    assert 'seed' in rep['text'] and 0 <= rep['text']['seed'] <= 100
+    # a higher learning rate moves the prototypes further from the text ones
+    shift = {lr: rep['runs'][lr]['gap']['proto_shift'] for lr in ('0.01', '0.1')}
+    assert 0 < shift['0.01'] < shift['0.1'], shift
+    saved = json.loads((tmp_path / 'calib.json').read_text())
+    assert saved['runs']['0.1']['loss'] == [list(e) for e in rep['runs']['0.1']['loss']]
+    assert saved['text']['seed'] == rep['text']['seed']

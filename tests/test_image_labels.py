@@ -81,7 +81,7 @@ def test_reader_sources(tmp_path):
     by_xml = ImageLabelReader(dict(source='xml', ann_dir='Annotations'),
                               data_root=str(tmp_path), class_names=CLASSES)
     assert by_xml('img1') == [2]
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=r'Annotations/img2\.xml'):
         by_xml('img2')
     by_mask = ImageLabelReader(dict(source='mask'), class_names=CLASSES)
     assert by_mask('img1', mask_path) == [1, 3]
@@ -113,5 +113,5 @@ def test_reader_checks_label_file_range(tmp_path):
     (tmp_path / 'l.txt').write_text('a 1 5\n')
     with pytest.raises(ValueError, match=r'class ids \[5\]'):
         ImageLabelReader(dict(source='file', file='l.txt'), tmp_path, class_names=CLASSES)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match='missing.txt'):
         ImageLabelReader(dict(source='file', file='missing.txt'), tmp_path)

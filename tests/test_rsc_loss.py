@@ -125,5 +125,11 @@ def test_bad_inputs_are_named():
         RSCLoss()(V, A, W[:2], present)
     with pytest.raises(ValueError, match='temperature'):
         RSCLoss(temperature=0)
-    built = MODELS.build(dict(type='RSCLoss', temperature=0.07))
-    assert built.temperature == 0.07 and built.loss_name == 'loss_rsc'
+    # the registry builds the loss with the config's settings: its value is the reference
+    # at that temperature, not the default one
+    built = MODELS.build(dict(type='RSCLoss', temperature=0.07, normalize_embeddings=False))
+    assert built.loss_name == 'loss_rsc'
+    expected = reference_rsc(V.double(), A.double(), W.double(), present, 0.07)
+    assert torch.allclose(built(V, A, W, present).double(), expected, atol=1e-5)
+    assert not torch.allclose(expected, reference_rsc(V.double(), A.double(), W.double(),
+                                                      present, 0.1), atol=1e-3)

@@ -49,4 +49,9 @@ def test_train_checkpoint_test_and_resume(tmp_path):
     log = run_tool([sys.executable, 'tools/train.py', str(CONFIG), '--work-dir', str(work),
                     '--resume'] + opts + ['train_cfg.max_iters=6'])
     assert 'resumed epoch: 0, iter: 4' in log
-    assert (work / 'iter_6.pth').is_file() or 'Iter(train) [6/6]' in log
+    # training went on from iteration 5 (not from scratch) and saved the last checkpoint
+    assert 'Iter(train) [5/6]' in log and 'Iter(train) [6/6]' in log
+    assert 'Iter(train) [1/6]' not in log
+    import torch
+    last = torch.load(work / 'iter_6.pth', map_location='cpu', weights_only=False)
+    assert last['meta']['iter'] == 6
