@@ -129,9 +129,9 @@ def test_missing_weights_offline_names_the_file():
     assert 'force_quick_gelu=True' in msg
 
 
-def test_missing_checkpoint_file():
+def test_missing_checkpoint_file(tmp_path):
     with pytest.raises(FileNotFoundError, match='nope.pth'):
-        build_clip(model_name='ViT-B-16', checkpoint='/tmp/nope.pth')
+        build_clip(model_name='ViT-B-16', checkpoint=str(tmp_path / 'nope.pth'))
 
 
 def test_text_encoding_is_normalised(tiny_clip):
