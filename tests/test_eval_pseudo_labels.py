@@ -11,7 +11,8 @@ from mmseg.evaluation import IoUMetric
 from PIL import Image
 
 from projects.vpl.cam.pseudo_labels import save_cam_file
-from projects.vpl.evaluation import IoUAccumulator, evaluate_pseudo_labels, seed_label
+from projects.vpl.evaluation import (IoUAccumulator, evaluate_pseudo_labels,
+                                     restrict_to_labels, seed_label)
 
 NUM = 5
 
@@ -132,3 +133,15 @@ def test_eval_tool_cli(tmp_path, capsys):
     assert saved['pseudo']['ignored_share'] == pytest.approx(20 / (2 * 600))
     printed = capsys.readouterr().out
     assert 'seed mIoU: 100.00' in printed and 'ignored pixels' in printed
+
+
+def test_restrict_to_labels_keeps_background_and_present_classes():
+    """Absent classes can no longer win the argmax; background always can; GT values
+    outside the class range (255) are not classes."""
+    logits = torch.tensor([0.0, 5.0, 1.0, 3.0])[:, None, None].repeat(1, 2, 2)
+    logits[0, 0, 0] = 9.0  # background wins one pixel outright
+    out = restrict_to_labels(logits, np.array([2, 255]))
+    assert out.argmax(dim=0).tolist() == [[0, 2], [2, 2]]
+    assert torch.isinf(out[[1, 3]]).all() and torch.equal(out[[0, 2]], logits[[0, 2]])
+    only_bg = restrict_to_labels(logits, np.array([], np.int64)).argmax(dim=0)
+    assert only_bg.unique().tolist() == [0]

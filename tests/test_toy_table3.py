@@ -42,13 +42,17 @@ def test_table3_report(tmp_path):
     assert sweeps['tau_i']['0.03']['per_seed'] == ii['train_per_seed']
     assert sweeps['templates']['ensemble']['text']['per_seed'] == i['train_per_seed']
     assert sweeps['templates']['ensemble']['vpl']['per_seed'] == ii['train_per_seed']
+    # the label-oracle diagnostic scores row V's checkpoint as tools/test.py does
+    diag = report['diagnostics']
+    assert diag['V_plain']['per_seed'] == pytest.approx(rows[4]['val_per_seed'], abs=0.011)
+    assert all(0 <= v <= 100 for v in diag['V_with_labels']['per_seed'])
     gap = report['gap']
     assert gap['labels'] == 'gt' and gap['text']['proto_shift'] == 0
     assert gap['vision']['proto_shift'] > 0
     assert all(0 <= gap[w]['patch_acc_fg'] <= 1 for w in ('text', 'vision'))
     times = report['timings_s']
     for stage in ('world', 'phase1_text', 'phase1_vpl', 'decoder_ce', 'decoder_rsc',
-                  'test_crf', 'sweeps'):
+                  'test_crf', 'decoder_with_labels', 'sweeps'):
         assert times[stage] > 0, stage
     assert times['total'] >= times['phase1_vpl'] + times['decoder_rsc']
     assert report['decoder_iters'] == 4 and report['world'] == dict(num_train=16, num_val=8)

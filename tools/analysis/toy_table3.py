@@ -16,6 +16,9 @@ V     + RSC                                  toy val
 VI    + CRF at test (``--tta`` of the config)  toy val
 ====  =====================================  ==================================
 
+Diagnostic: row V again with the image-level labels given (absent classes' logits
+removed, :func:`~projects.vpl.evaluation.label_oracle_miou`), as rows I–III are given
+them, and as ``tools/test.py`` scores it (must equal row V).
 Seeds are the refined (CAA) CAMs' argmax with the background score (the seed metric
 of ``tools/eval_pseudo_labels.py``); pseudo-masks count ignored (255) pixels as misses.
 On val, rows I–III use the prototypes learned on train (VPL learns on train only).
@@ -35,7 +38,8 @@ The JSON (``--json``): ``rows`` — a list of ``{"id": "I".."VI", "name", "val_m
 with ``val_std`` / ``train_std`` (sample standard deviation) and the per-seed values;
 ``gap`` — patch accuracy, centroid gap and prototype shift of the text and the vision
 prototypes (:func:`projects.vpl.cam.gap_metrics`); ``sweeps`` — ``tau_i`` and
-``templates`` (train seed mIoU); ``timings_s`` — wall seconds per stage (mean per seed)
+``templates`` (train seed mIoU); ``diagnostics`` — ``V_with_labels`` and ``V_plain``;
+``timings_s`` — wall seconds per stage (mean per seed)
 and ``total``; ``checks`` — the issue's targets (rows non-decreasing on val, VPL − text
 seeds per seed, ≥ 3 on average, better on every seed).
 """
@@ -57,11 +61,14 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import DefaultScope  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
+from mmseg.apis import init_model  # noqa: E402
+from mmseg.registry import DATASETS  # noqa: E402
 from projects.vpl.cam import make_records  # noqa: E402
 from projects.vpl.datasets import ensure_toy_world  # noqa: E402
 from projects.vpl.engine.vision_prototype_hook import (find_hook_cfg,  # noqa: E402
                                                        hook_from_config)
-from projects.vpl.evaluation import evaluate_pseudo_labels  # noqa: E402
+from projects.vpl.evaluation import (evaluate_pseudo_labels,  # noqa: E402
+                                     label_oracle_miou)
 from projects.vpl.utils import apply_tta  # noqa: E402
 from projects.vpl.utils.io import atomic_open  # noqa: E402
 
@@ -223,6 +230,15 @@ class ToyBench:
         self._timed(name, t)
         return miou, ckpt
 
+    def with_labels(self, ckpt: str) -> tuple:
+        """Val mIoU of a checkpoint with the image labels given, and as tools/test.py
+        scores it (:func:`~projects.vpl.evaluation.label_oracle_miou`)."""
+        t = time.perf_counter()
+        model = init_model(copy.deepcopy(self.cfg), ckpt, device=self.device)
+        report = label_oracle_miou(model, DATASETS.build(self.cfg.test_dataloader.dataset))
+        self._timed('decoder_with_labels', t)
+        return report['with_labels']['mIoU'], report['plain']['mIoU']
+
     def test_crf(self, ckpt: str) -> float:
         """Val mIoU of a checkpoint through the config's ``--tta`` (CRF at test)."""
         t = time.perf_counter()
@@ -249,7 +265,9 @@ def run_seed(bench: ToyBench, taus: Sequence[float], single: str, log) -> dict:
     ce, _ = bench.decoder('decoder_ce', vpl['out_dir'], with_rsc=False)
     rsc, ckpt = bench.decoder('decoder_rsc', vpl['out_dir'], with_rsc=True)
     crf = bench.test_crf(ckpt)
-    log(f'  IV CE {ce:.2f}; V +RSC {rsc:.2f}; VI +CRF at test {crf:.2f}')
+    labels, plain = bench.with_labels(ckpt)
+    log(f'  IV CE {ce:.2f}; V +RSC {rsc:.2f}; VI +CRF at test {crf:.2f}; V with the image '
+        f'labels given {labels:.2f}')
     rows = dict(I=(text['val']['seed'], text['train']['seed']),
                 II=(vpl['val']['seed'], vpl['train']['seed']),
                 III=(vpl['val']['pseudo'], vpl['train']['pseudo']),
@@ -272,7 +290,8 @@ def run_seed(bench: ToyBench, taus: Sequence[float], single: str, log) -> dict:
     phase1_times = vpl['result'].log.get('times', {})
     times = dict(bench.times, **{f'phase1_vpl_{k}': round(v, 1)
                                  for k, v in phase1_times.items()})
-    return dict(rows=rows, tau=tau, templates=templates, gap=gap, times=times)
+    return dict(rows=rows, tau=tau, templates=templates, gap=gap, times=times,
+                with_labels=dict(V_with_labels=labels, V_plain=plain))
 
 
 def aggregate(per_seed: List[dict], seeds: Sequence[int]) -> dict:
@@ -298,6 +317,8 @@ def aggregate(per_seed: List[dict], seeds: Sequence[int]) -> dict:
         tau_i={k: _mean_std([s['tau'][k] for s in per_seed]) for k in per_seed[0]['tau']},
         templates={t: {m: _mean_std([s['templates'][t][m] for s in per_seed])
                        for m in ('text', 'vpl')} for t in ('single', 'ensemble')})
+    diagnostics = {k: _mean_std([s['with_labels'][k] for s in per_seed])
+                   for k in ('V_with_labels', 'V_plain')}
     keys = sorted({k for s in per_seed for k in s['times']})
     timings = {k: round(statistics.fmean(s['times'].get(k, 0.0) for s in per_seed), 1)
                for k in keys}
@@ -314,8 +335,8 @@ def aggregate(per_seed: List[dict], seeds: Sequence[int]) -> dict:
         vpl_gain_mean=({k: round(statistics.fmean(v), 2) for k, v in gains.items()}),
         vpl_ge_text_plus_3_on_average={k: statistics.fmean(v) >= 3 for k, v in gains.items()},
         vpl_better_on_every_seed={k: all(g > 0 for g in v) for k, v in gains.items()})
-    return dict(seeds=list(seeds), rows=rows, gap=gap, sweeps=sweeps, timings_s=timings,
-                checks=checks)
+    return dict(seeds=list(seeds), rows=rows, gap=gap, sweeps=sweeps,
+                diagnostics=diagnostics, timings_s=timings, checks=checks)
 
 
 def format_table(report: dict) -> List[str]:
@@ -338,6 +359,9 @@ def format_table(report: dict) -> List[str]:
     if g.get('text') and g.get('vision'):
         lines.append('gap (' + str(g['labels']) + ' patch labels, text -> vision): ' + ', '.join(
             f'{k} {g["text"][k]:.3f} -> {g["vision"][k]:.3f}' for k in GAP_KEYS))
+    d = report['diagnostics']['V_with_labels']
+    lines.append(f'row V with the image labels given (as rows I-III are): {d["mean"]:.2f} ± '
+                 f'{d["std"]:.2f}')
     lines.append('tau_I sweep (train seeds): ' + ', '.join(
         f'{k}: {v["mean"]:.2f} ± {v["std"]:.2f}' for k, v in report['sweeps']['tau_i'].items()))
     lines.append('templates (train seeds): ' + ', '.join(
