@@ -37,3 +37,14 @@ def test_png_round_trip_and_bad_input(tmp_path):
     with pytest.raises(ValueError, match='b.png'):
         atomic_save_png(tmp_path / 'b.png', labels.astype(np.int32))
     assert not (tmp_path / 'b.png').exists()
+
+
+def test_json_report_into_a_new_folder(tmp_path):
+    """The tools' --json: parent folders made, the report read back equal."""
+    import json
+    from projects.vpl.utils.io import atomic_save_json
+    report = dict(rows=[dict(id='I', val_miou=18.2, train_miou=None)], total=1.5)
+    path = tmp_path / 'new' / 'dir' / 'report.json'
+    atomic_save_json(report, path)
+    assert json.loads(path.read_text()) == report
+    assert os.listdir(path.parent) == ['report.json']  # no temporary left behind

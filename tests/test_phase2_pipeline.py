@@ -3,6 +3,7 @@ train.py -> checkpoint -> test.py (plain, and --tta with CRF) -> the t-SNE figur
 2-process gloo dist_train.sh run whose checkpoint test.py evaluates. The full pipeline
 with the phase-1 hook is tests/test_tools.py's / the toy world's business."""
 import importlib.util
+import json
 import sys
 
 import numpy as np
@@ -63,6 +64,12 @@ def test_train_test_tta_crf_and_tsne(tmp_path):
     log = run_tool([sys.executable, 'tools/test.py', str(CONFIG), str(ckpt),
                     '--work-dir', str(work)] + opts)
     assert miou(log, 'test') == val
+    # the label-oracle tool scores the checkpoint as test.py does, then with labels given
+    run_tool([sys.executable, 'tools/analysis/label_oracle_miou.py', str(CONFIG), str(ckpt),
+              '--json', str(tmp_path / 'oracle.json')] + opts)
+    oracle = json.loads((tmp_path / 'oracle.json').read_text())
+    assert oracle['plain']['mIoU'] == val and oracle['images'] == 3
+    assert 0 <= oracle['with_labels']['mIoU'] <= 100
     log = run_tool([sys.executable, 'tools/test.py', str(CONFIG), str(ckpt), '--tta',
                     '--work-dir', str(work)] + opts)
     assert 0.0 <= miou(log, 'test') <= 100.0

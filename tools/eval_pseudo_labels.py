@@ -18,8 +18,6 @@ pixels, and the share of ignored pixels. IoU is MMSeg's ``IoUMetric`` arithmetic
 is ignored.
 """
 import argparse
-import json
-import os
 import os.path as osp
 import sys
 
@@ -28,7 +26,7 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 import projects.vpl  # noqa: E402,F401
 from projects.vpl.cam.crf import CRFParams  # noqa: E402
 from projects.vpl.evaluation import evaluate_pseudo_labels, format_report  # noqa: E402
-from projects.vpl.utils.io import atomic_open  # noqa: E402
+from projects.vpl.utils.io import atomic_save_json  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -98,8 +96,7 @@ def main(argv=None) -> dict:
     for line in format_report(report):
         print(line)
     if args.json:
-        with atomic_open(args.json, 'w') as f:
-            json.dump(report, f, indent=2)
+        atomic_save_json(report, args.json)
     return report
 
 

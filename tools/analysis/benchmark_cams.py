@@ -25,7 +25,6 @@ Timings alternate between the methods over ``--repeats`` rounds and report the m
 so a shared machine's load affects them alike.
 """
 import argparse
-import json
 import os.path as osp
 import resource
 import statistics
@@ -43,7 +42,7 @@ from projects.vpl.cam import (PixelSet, caa_refine, clip_gradcam, last_blocks,  
                               learn_prototypes, minmax_normalise, score_stack)
 from projects.vpl.cam.gradcam import allowed_mask, masked_softmax_probs  # noqa: E402
 from projects.vpl.clip import build_clip  # noqa: E402
-from projects.vpl.utils.io import atomic_open  # noqa: E402
+from projects.vpl.utils.io import atomic_save_json  # noqa: E402
 
 AMP = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
@@ -249,8 +248,7 @@ def main(argv=None) -> dict:
         report['peak_cuda_mb'] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
     print(f'peak RSS {peak:.0f} MB')
     if args.json:
-        with atomic_open(args.json, 'w') as f:
-            json.dump(report, f, indent=2)
+        atomic_save_json(report, args.json)
     return report
 
 

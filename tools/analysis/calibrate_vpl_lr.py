@@ -13,8 +13,6 @@ The learning-rate and reduction of the config are replaced by the sweep's; every
 else (τ, target, iterations unless ``--iters``) is the config's.
 """
 import argparse
-import json
-import os
 import os.path as osp
 import sys
 import time
@@ -29,7 +27,7 @@ from mmengine.registry import DefaultScope  # noqa: E402
 from projects.vpl.cam import gap_metrics, learn_prototypes  # noqa: E402
 from projects.vpl.engine.vision_prototype_hook import hook_from_config  # noqa: E402
 from projects.vpl.evaluation import evaluate_pseudo_labels  # noqa: E402
-from projects.vpl.utils.io import atomic_open  # noqa: E402
+from projects.vpl.utils.io import atomic_save_json  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -103,9 +101,7 @@ def main(argv=None) -> dict:
             print(f'{name}: seed mIoU {scores["seed"]:.2f}, pseudo-mask mIoU '
                   f'{scores["pseudo"]:.2f}', flush=True)
     if args.json:
-        os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
-        with atomic_open(args.json, 'w') as f:
-            json.dump(report, f, indent=2)
+        atomic_save_json(report, args.json)
     return report
 
 

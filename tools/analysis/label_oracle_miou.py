@@ -16,8 +16,6 @@ The work is :func:`projects.vpl.evaluation.label_oracle_miou` (inference through
 ``mmseg.apis``; IoU accumulated as ``IoUMetric`` does it).
 """
 import argparse
-import json
-import os
 import os.path as osp
 import sys
 
@@ -32,7 +30,7 @@ from mmengine.utils import ProgressBar  # noqa: E402
 from mmseg.apis import init_model  # noqa: E402
 from mmseg.registry import DATASETS  # noqa: E402
 from projects.vpl.evaluation import label_oracle_miou  # noqa: E402
-from projects.vpl.utils.io import atomic_open  # noqa: E402
+from projects.vpl.utils.io import atomic_save_json  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -60,9 +58,7 @@ def main(argv=None) -> dict:
     print(f'\nmIoU {report["plain"]["mIoU"]:.2f} as tools/test.py scores it; '
           f'{report["with_labels"]["mIoU"]:.2f} with the image-level labels given')
     if args.json:
-        os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
-        with atomic_open(args.json, 'w') as f:
-            json.dump(report, f, indent=2)
+        atomic_save_json(report, args.json)
     return report
 
 

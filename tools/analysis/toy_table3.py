@@ -45,8 +45,6 @@ seeds per seed, ≥ 3 on average, better on every seed).
 """
 import argparse
 import copy
-import json
-import os
 import os.path as osp
 import statistics
 import sys
@@ -70,7 +68,7 @@ from projects.vpl.engine.vision_prototype_hook import (find_hook_cfg,  # noqa: E
 from projects.vpl.evaluation import (evaluate_pseudo_labels,  # noqa: E402
                                      label_oracle_miou)
 from projects.vpl.utils import apply_tta  # noqa: E402
-from projects.vpl.utils.io import atomic_open  # noqa: E402
+from projects.vpl.utils.io import atomic_save_json  # noqa: E402
 
 ROWS = (('I', 'text-prototype seeds (CLIP-ES)'), ('II', 'VPL seeds'),
         ('III', 'VPL + CRF pseudo-masks'), ('IV', 'decoder on III, CE'),
@@ -397,9 +395,7 @@ def main(argv=None) -> dict:
                   command=' '.join([osp.basename(sys.executable)] + sys.argv))
     print('\n'.join(format_table(report)))
     if args.json:
-        os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
-        with atomic_open(args.json, 'w') as f:
-            json.dump(report, f, indent=2)
+        atomic_save_json(report, args.json)
         print(f'written {args.json}')
     return report
 

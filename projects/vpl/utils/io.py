@@ -66,6 +66,13 @@ def atomic_save_png(path: PathLike, array: np.ndarray, palette: np.ndarray = Non
         img.save(f, format='PNG')
 
 
+def atomic_save_json(obj: object, path: PathLike) -> None:
+    """A report as indented JSON, atomically (the tools' ``--json``)."""
+    import json
+    with atomic_open(path, 'w') as f:
+        json.dump(obj, f, indent=2)
+
+
 def atomic_torch_save(obj: object, path: PathLike) -> None:
     """``torch.save`` to a temporary name, then rename."""
     import torch
