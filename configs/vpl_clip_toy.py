@@ -23,7 +23,7 @@
 #     schedule it learnt faster than the paper's SGD (toy val 20.0 vs 12.3 mIoU after 300
 #     iterations on cached features); fixed logit scale 1/0.03 (learnable, it collapsed).
 _base_ = [
-    './_base_/models/vpl_clip.py', './_base_/datasets/toy_world.py',
+    './_base_/models/vpl_clip_vplhead.py', './_base_/datasets/toy_world.py',
     './_base_/default_runtime.py', './_base_/schedules/weclip_adamw_30k.py'
 ]
 custom_imports = dict(imports=['projects.vpl'], allow_failed_imports=False)
@@ -36,25 +36,13 @@ model = dict(
     data_preprocessor=data_preprocessor,
     backbone=dict(clip=dict(_delete_=True, **toy_clip), out_indices=(0, 1, 2, 3, 4)),
     decode_head=dict(
-        type='VPLHead',
         in_channels=(64, ) * 5,
         in_index=(0, 1, 2, 3, 4),
         channels=128,
         num_layers=1,
         num_heads=4,
-        mlp_ratio=4,
-        dropout_ratio=0.1,
         embed_dims=128,
-        num_classes=num_classes,
-        classifier='cosine',
-        logit_scale=1 / 0.03,
-        learnable_logit_scale=False,
-        train_prototypes=True,
-        balanced_ce=True,
-        loss_decode=dict(type='CrossEntropyLoss', avg_non_ignore=True, loss_weight=1.0),
-        loss_rsc=dict(type='RSCLoss', temperature=0.1, negatives='all', loss_weight=1.0),
-        rsc_classes='seg',
-        align_corners=False))
+        num_classes=num_classes))
 
 meta_keys = ('img_path', 'seg_map_path', 'ori_shape', 'img_shape', 'pad_shape',
              'scale_factor', 'flip', 'flip_direction', 'reduce_zero_label',

@@ -27,7 +27,7 @@
 #   test: long side 512; TTA flip x scales [1.0, 0.75], logits averaged              W
 #   test CRF: 10 iters, Gaussian sxy 3 compat 3, bilateral sxy 64 srgb 5 compat 4     W
 _base_ = [
-    './_base_/models/vpl_clip.py', './_base_/datasets/voc12_aug.py',
+    './_base_/models/vpl_clip_vplhead.py', './_base_/datasets/voc12_aug.py',
     './_base_/default_runtime.py', './_base_/schedules/vpl_sgd_30k.py',
     './_base_/phase1/vpl_voc.py'
 ]
@@ -38,30 +38,7 @@ crop_size = (320, 320)
 # test_cfg: pad test images to the patch size too (MMSeg pads at test time only with it).
 # The top-level variable is what `--tta` gives the TTA model, so both are set.
 data_preprocessor = dict(size=crop_size, size_divisor=None, test_cfg=dict(size_divisor=16))
-model = dict(
-    data_preprocessor=data_preprocessor,
-    decode_head=dict(
-        type='VPLHead',
-        in_channels=(768, ) * 11,
-        in_index=tuple(range(11)),
-        channels=256,
-        num_layers=3,
-        num_heads=8,
-        mlp_ratio=4,
-        dropout_ratio=0.1,
-        embed_dims=512,
-        num_classes=num_classes,
-        classifier='cosine',
-        logit_scale=1 / 0.03,
-        learnable_logit_scale=False,
-        train_prototypes=True,
-        balanced_ce=True,
-        loss_decode=dict(
-            type='CrossEntropyLoss', avg_non_ignore=True, loss_weight=1.0),
-        loss_rsc=dict(
-            type='RSCLoss', temperature=0.1, negatives='all', loss_weight=1.0),
-        rsc_classes='seg',
-        align_corners=False))
+model = dict(data_preprocessor=data_preprocessor, decode_head=dict(num_classes=num_classes))
 
 # PackSegInputs also lists image_labels (PseudoLabelDataset adds them in any case).
 meta_keys = ('img_path', 'seg_map_path', 'ori_shape', 'img_shape', 'pad_shape',
