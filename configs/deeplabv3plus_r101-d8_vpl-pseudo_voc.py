@@ -8,9 +8,9 @@
 # Everything except the training masks is MMSeg's own config, written out here
 # (deeplabv3plus_r101-d8_4xb4-40k_voc12aug-512x512 = models/deeplabv3plus_r50-d8.py with
 # depth 101: SGD 0.01, poly, 40k, batch 4x4, crop 512); validation on VOC val with the GT.
-# Only the training-set wrapper at the end is VPL's.
+# Only the dataset base (voc12_aug_vpl_pseudo.py: the training-set wrapper) is VPL's.
 _base_ = [
-    './_base_/datasets/voc12_aug.py', './_base_/default_runtime.py',
+    './_base_/datasets/voc12_aug_vpl_pseudo.py', './_base_/default_runtime.py',
     './_base_/schedules/schedule_40k.py'
 ]
 custom_imports = dict(imports=['projects.vpl'], allow_failed_imports=False)
@@ -67,12 +67,3 @@ model = dict(
         loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4)),
     train_cfg=dict(),
     test_cfg=dict(mode='whole'))
-
-train_dataloader = dict(
-    dataset=dict(
-        _delete_=True,
-        type='PseudoLabelDataset',
-        dataset={{_base_.train_dataloader.dataset}},
-        pseudo_label_dir='work_dirs/vpl_clip_voc/pseudo_labels',
-        image_labels=None,
-        pipeline={{_base_.train_pipeline}}))

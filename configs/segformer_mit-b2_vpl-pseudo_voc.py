@@ -8,7 +8,7 @@
 # encoder: AdamW 6e-5, head lr x10, no decay on norms / pos_block, 1.5k-iter warm-up,
 # poly 1.0, batch 8x2, crop 512); 40k iterations (MMSeg's VOC length) is our choice.
 _base_ = [
-    './_base_/datasets/voc12_aug.py', './_base_/default_runtime.py',
+    './_base_/datasets/voc12_aug_vpl_pseudo.py', './_base_/default_runtime.py',
     './_base_/schedules/schedule_40k.py'
 ]
 custom_imports = dict(imports=['projects.vpl'], allow_failed_imports=False)
@@ -68,12 +68,4 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=40000, by_epoch=False)
 ]
 
-train_dataloader = dict(
-    batch_size=2,
-    dataset=dict(
-        _delete_=True,
-        type='PseudoLabelDataset',
-        dataset={{_base_.train_dataloader.dataset}},
-        pseudo_label_dir='work_dirs/vpl_clip_voc/pseudo_labels',
-        image_labels=None,
-        pipeline={{_base_.train_pipeline}}))
+train_dataloader = dict(batch_size=2)
