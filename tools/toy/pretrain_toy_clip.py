@@ -59,13 +59,16 @@ STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGE_SIZE = TOY_DEFAULTS['image_size']
 
 
-def model_cfg(vocab_size: int) -> dict:
+def model_cfg(vocab_size: int, width: int = 64, layers: int = 6, head_width: int = 16,
+              embed_dim: int = 128, text_width: int = 64, text_layers: int = 3,
+              patch_size: int = 8) -> dict:
     """The tiny CLIP's open_clip config (``open_clip.model.CLIP(**model_cfg)``)."""
-    return dict(embed_dim=128,
-                vision_cfg=dict(image_size=IMAGE_SIZE, patch_size=8, width=64, layers=6,
-                                head_width=16, mlp_ratio=4.0, pool_type='tok'),
-                text_cfg=dict(context_length=40, vocab_size=vocab_size, width=64, heads=4,
-                              layers=3))
+    return dict(embed_dim=embed_dim,
+                vision_cfg=dict(image_size=IMAGE_SIZE, patch_size=patch_size, width=width,
+                                layers=layers, head_width=head_width, mlp_ratio=4.0,
+                                pool_type='tok'),
+                text_cfg=dict(context_length=40, vocab_size=vocab_size, width=text_width,
+                              heads=max(1, text_width // 16), layers=text_layers))
 
 
 def to_tensor(images: List[np.ndarray]) -> torch.Tensor:
@@ -217,14 +220,21 @@ def load_toy_clip(path: str) -> Tuple[torch.nn.Module, CompactTokenizer, dict]:
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--out', default='checkpoints/toy_clip_vitt.pth')
-    ap.add_argument('--work-dir', default='work_dirs/toy_clip_pretrain')
+    ap.add_argument('--out', default='checkpoints/toy_clip_vit96.pth')
+    ap.add_argument('--work-dir', default='work_dirs/toy_clip_pretrain_vit96')
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--world-seed', type=int, default=TOY_DEFAULTS['seed'])
-    ap.add_argument('--steps', type=int, default=1200)
-    ap.add_argument('--batch-size', type=int, default=24)
-    ap.add_argument('--lr', type=float, default=1e-3)
-    ap.add_argument('--warmup', type=int, default=50)
+    ap.add_argument('--width', type=int, default=96)
+    ap.add_argument('--layers', type=int, default=6)
+    ap.add_argument('--head-width', type=int, default=32)
+    ap.add_argument('--embed-dim', type=int, default=128)
+    ap.add_argument('--text-width', type=int, default=96)
+    ap.add_argument('--text-layers', type=int, default=3)
+    ap.add_argument('--patch-size', type=int, default=8)
+    ap.add_argument('--steps', type=int, default=10000)
+    ap.add_argument('--batch-size', type=int, default=32)
+    ap.add_argument('--lr', type=float, default=2e-3)
+    ap.add_argument('--warmup', type=int, default=200)
     ap.add_argument('--weight-decay', type=float, default=0.1)
     ap.add_argument('--patch-loss-weight', type=float, default=0.5)
     ap.add_argument('--bg-groups', type=int, default=4,
@@ -233,10 +243,10 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument('--prompt-loss-weight', type=float, default=1.0)
     ap.add_argument('--patch-dropout', type=float, default=0.5,
                     help='FLIP-style token dropout while training (not in the shipped cfg)')
-    ap.add_argument('--max-minutes', type=float, default=40.0,
+    ap.add_argument('--max-minutes', type=float, default=600.0,
                     help='wall-time cap; the run stops early (and says so in meta)')
     ap.add_argument('--threads', type=int, default=1)
-    ap.add_argument('--eval-every', type=int, default=400)
+    ap.add_argument('--eval-every', type=int, default=1000)
     ap.add_argument('--save-every', type=int, default=25)
     return ap.parse_args()
 
@@ -259,7 +269,8 @@ def main() -> None:
 
     vocab = build_vocab(toy_corpus())
     tokenizer = CompactTokenizer(vocab, context_length=40, unknown='error')
-    cfg = model_cfg(len(vocab))
+    cfg = model_cfg(len(vocab), args.width, args.layers, args.head_width, args.embed_dim,
+                    args.text_width, args.text_layers, args.patch_size)
     train_cfg = dict(cfg, vision_cfg=dict(cfg['vision_cfg'], patch_dropout=args.patch_dropout))
     model = open_clip.model.CLIP(**train_cfg)  # patch dropout acts in train mode only
     bias = torch.nn.Parameter(torch.tensor(-2.0))  # prompt-loss bias; training only
@@ -271,7 +282,7 @@ def main() -> None:
                             lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
     key = {k: v for k, v in vars(args).items()
            if k not in ('out', 'work_dir', 'max_minutes', 'threads', 'eval_every', 'save_every')}
-    step, history, elapsed = 0, [], 0.0
+    step, history, elapsed, cpu_done = 0, [], 0.0, 0.0
     if (work / 'last.pth').exists():
         state = torch.load(work / 'last.pth', map_location='cpu', weights_only=False)
         if state['key'] != key:
@@ -282,9 +293,11 @@ def main() -> None:
         bias.data.copy_(state['bias'])
         torch.set_rng_state(state['rng'])  # patch dropout draws from it
         step, history, elapsed = state['step'], state['history'], state['elapsed']
-        log(f'resumed at step {step} ({elapsed / 60:.1f} min done)')
+        cpu_done = state.get('cpu', 0.0)
+        log(f'resumed at step {step} ({elapsed / 60:.1f} min wall, {cpu_done / 60:.1f} min CPU done)')
     log(f'config {json.dumps(cfg)}  params {sum(p.numel() for p in model.parameters())}')
     start, t0 = time.time() - elapsed, time.time()
+    cpu_start = time.process_time() - cpu_done  # CPU time of this process (all threads)
     model.train()
     while step < args.steps and time.time() - start < args.max_minutes * 60:
         for group in opt.param_groups:
@@ -311,7 +324,7 @@ def main() -> None:
                 f'patch {loss_patch.item():.4f} prompt {loss_prompt.item():.4f}) '
                 f'scale {scale.item():.2f} '
                 f'lr {lr_at(step - 1, args):.2e} '
-                f'{(time.time() - t0) / 10:.2f}s/it')
+                f'{(time.time() - t0) / 10:.2f}s/it, CPU {(time.process_time() - cpu_start) / 60:.1f} min')
             t0 = time.time()
         if step % args.eval_every == 0 or step == args.steps:
             metrics = evaluate(model, tokenizer, args.world_seed)
@@ -320,9 +333,11 @@ def main() -> None:
         if step % args.save_every == 0 or step == args.steps:
             atomic_torch_save(dict(model=model.state_dict(), opt=opt.state_dict(), bias=bias.data,
                                    rng=torch.get_rng_state(), step=step,
-                                   history=history, elapsed=time.time() - start, key=key),
+                                   history=history, elapsed=time.time() - start,
+                                   cpu=time.process_time() - cpu_start, key=key),
                               work / 'last.pth')
     minutes = (time.time() - start) / 60
+    cpu_minutes = (time.process_time() - cpu_start) / 60
     if not history or history[-1]['step'] != step:
         history.append(dict(step=step, **evaluate(model, tokenizer, args.world_seed)))
     meta = dict(seed=args.seed, world_seed=args.world_seed, steps=step, planned_steps=args.steps,
@@ -331,6 +346,7 @@ def main() -> None:
                 object_caption_prob=args.object_caption_prob,
                 prompt_loss_weight=args.prompt_loss_weight,
                 patch_dropout=args.patch_dropout, minutes=round(minutes, 1),
+                cpu_minutes=round(cpu_minutes, 1),
                 threads=args.threads, mean=MEAN, std=STD, classes=list(TOY_CLASSES),
                 background=TOY_BACKGROUND, templates=TOY_TEMPLATES, metrics=history[-1],
                 history=history, command=' '.join(sys.argv))
@@ -338,7 +354,8 @@ def main() -> None:
     atomic_torch_save(dict(model_cfg=cfg, state_dict=state, vocab=vocab, meta=meta), args.out)
     with atomic_open(work / 'metrics.json', 'w') as f:
         json.dump(meta, f, indent=1)
-    log(f'saved {args.out} after {step} steps, {minutes:.1f} min; final {history[-1]}')
+    log(f'saved {args.out} after {step} steps, {minutes:.1f} min wall, {cpu_minutes:.1f} min '
+        f'CPU; final {history[-1]}')
     # report the shipped (fp16) weights as a user loads them
     shipped = evaluate(load_toy_clip(args.out)[0], tokenizer, args.world_seed)
     log(f'zero-shot on toy val from {args.out}: {shipped}')
