@@ -23,8 +23,9 @@ Seeds are the refined (CAA) CAMs' argmax with the background score (the seed met
 of ``tools/eval_pseudo_labels.py``); pseudo-masks count ignored (255) pixels as misses.
 On val, rows I–III use the prototypes learned on train (VPL learns on train only).
 Also: the modality-gap figures of text vs vision prototypes (against GT patch labels of
-toy train), a τ_I sweep and single vs ensemble prompt templates (train seeds), and the
-wall time of every stage. The toy world is a bench, not VOC: never quote these
+toy train), a τ_I sweep and single vs ensemble prompt templates (train seeds), optional
+sweeps of the VPL learning rate (``--vpl-lrs``) and target (``--targets cam text``),
+and the wall time of every stage. The toy world is a bench, not VOC: never quote these
 figures as VOC results. ::
 
     python tools/analysis/toy_table3.py --json work_dirs/toy_table3/table3.json
@@ -37,8 +38,8 @@ The JSON (``--json``): ``rows`` — a list of ``{"id": "I".."VI", "name", "val_m
 "train_miou"}`` (means over the seeds in percent; ``train_miou`` null where not measured)
 with ``val_std`` / ``train_std`` (sample standard deviation) and the per-seed values;
 ``gap`` — patch accuracy, centroid gap and prototype shift of the text and the vision
-prototypes (:func:`projects.vpl.cam.gap_metrics`); ``sweeps`` — ``tau_i`` and
-``templates`` (train seed mIoU); ``diagnostics`` — ``V_with_labels`` and ``V_plain``;
+prototypes (:func:`projects.vpl.cam.gap_metrics`); ``sweeps`` — ``tau_i``, ``vpl_lr``,
+``target`` (empty unless asked for) and ``templates`` (train seed mIoU); ``diagnostics`` — ``V_with_labels`` and ``V_plain``;
 ``timings_s`` — wall seconds per stage (mean per seed)
 and ``total``; ``checks`` — the issue's targets (rows non-decreasing on val, VPL − text
 seeds per seed, ≥ 3 on average, better on every seed).
@@ -83,6 +84,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='toy-world seeds (each a fresh draw of train and val images)')
     p.add_argument('--tau-i', type=float, nargs='+', default=[0.01, 0.03, 0.05],
                    help='the τ_I sweep (train seeds)')
+    p.add_argument('--vpl-lrs', type=float, nargs='*', default=[],
+                   help='a VPL learning-rate sweep (train seeds); none by default')
+    p.add_argument('--targets', nargs='*', default=[], choices=['cam', 'text'],
+                   help="a sweep of VPL's target distribution (train seeds)")
     p.add_argument('--single-template', default='a photo of a {}.',
                    help='the single prompt template compared with the config\'s ensemble')
     p.add_argument('--num-train', type=int, help='toy train images (default: the config\'s)')
@@ -250,7 +255,8 @@ class ToyBench:
         return float(metrics['mIoU'])
 
 
-def run_seed(bench: ToyBench, taus: Sequence[float], single: str, log) -> dict:
+def run_seed(bench: ToyBench, taus: Sequence[float], single: str, log,
+             lrs: Sequence[float] = (), targets: Sequence[str] = ()) -> dict:
     """All measurements of one world seed."""
     bench.make_world()
     hook_vpl = bench.hook_cfg.get('vpl') or {}
@@ -276,6 +282,19 @@ def run_seed(bench: ToyBench, taus: Sequence[float], single: str, log) -> dict:
         tau[f'{t:g}'] = (vpl['train']['seed'] if t == default_tau else bench.train_seed(
             f'tau{t:g}', prototypes='vision', vpl=dict(hook_vpl, tau_i=t)))
     log('  tau_I sweep (train seeds): ' + ', '.join(f'{k} {v:.2f}' for k, v in tau.items()))
+    lr = {}
+    for a in lrs:
+        lr[f'{a:g}'] = (vpl['train']['seed'] if a == hook_vpl.get('lr') else bench.train_seed(
+            f'lr{a:g}', prototypes='vision', vpl=dict(hook_vpl, lr=a)))
+    if lr:
+        log('  VPL lr sweep (train seeds): ' + ', '.join(f'{k} {v:.2f}' for k, v in lr.items()))
+    target = {}
+    for t in targets:
+        target[t] = (vpl['train']['seed'] if t == hook_vpl.get('target') else bench.train_seed(
+            f'target_{t}', prototypes='vision', vpl=dict(hook_vpl, target=t)))
+    if target:
+        log('  VPL target sweep (train seeds): ' + ', '.join(
+            f'{k} {v:.2f}' for k, v in target.items()))
     templates = dict(
         single=dict(text=bench.train_seed('text_single', prototypes='text',
                                           templates=[single]),
@@ -288,7 +307,8 @@ def run_seed(bench: ToyBench, taus: Sequence[float], single: str, log) -> dict:
     phase1_times = vpl['result'].log.get('times', {})
     times = dict(bench.times, **{f'phase1_vpl_{k}': round(v, 1)
                                  for k, v in phase1_times.items()})
-    return dict(rows=rows, tau=tau, templates=templates, gap=gap, times=times,
+    return dict(rows=rows, tau=tau, lr=lr, target=target, templates=templates, gap=gap,
+                times=times,
                 with_labels=dict(V_with_labels=labels, V_plain=plain))
 
 
@@ -313,6 +333,9 @@ def aggregate(per_seed: List[dict], seeds: Sequence[int]) -> dict:
     gap['per_seed'] = [{w: s['gap'].get(w) for w in ('text', 'vision')} for s in per_seed]
     sweeps = dict(
         tau_i={k: _mean_std([s['tau'][k] for s in per_seed]) for k in per_seed[0]['tau']},
+        vpl_lr={k: _mean_std([s['lr'][k] for s in per_seed]) for k in per_seed[0]['lr']},
+        target={k: _mean_std([s['target'][k] for s in per_seed])
+                for k in per_seed[0]['target']},
         templates={t: {m: _mean_std([s['templates'][t][m] for s in per_seed])
                        for m in ('text', 'vpl')} for t in ('single', 'ensemble')})
     diagnostics = {k: _mean_std([s['with_labels'][k] for s in per_seed])
@@ -362,6 +385,11 @@ def format_table(report: dict) -> List[str]:
                  f'{d["std"]:.2f}')
     lines.append('tau_I sweep (train seeds): ' + ', '.join(
         f'{k}: {v["mean"]:.2f} ± {v["std"]:.2f}' for k, v in report['sweeps']['tau_i'].items()))
+    for key, what in (('vpl_lr', 'VPL lr'), ('target', 'VPL target')):
+        if report['sweeps'][key]:
+            lines.append(f'{what} sweep (train seeds): ' + ', '.join(
+                f'{k}: {v["mean"]:.2f} ± {v["std"]:.2f}'
+                for k, v in report['sweeps'][key].items()))
     lines.append('templates (train seeds): ' + ', '.join(
         f'{t}: text {v["text"]["mean"]:.2f}, VPL {v["vpl"]["mean"]:.2f}'
         for t, v in report['sweeps']['templates'].items()))
@@ -387,7 +415,8 @@ def main(argv=None) -> dict:
         print(f'world seed {seed}:', flush=True)
         bench = ToyBench(cfg, seed, args.work_dir, device, **generate)
         per_seed.append(run_seed(bench, args.tau_i, args.single_template,
-                                 lambda msg: print(msg, flush=True)))
+                                 lambda msg: print(msg, flush=True), args.vpl_lrs,
+                                 args.targets))
     report = aggregate(per_seed, args.seeds)
     report['timings_s']['total'] = round(time.perf_counter() - start, 1)
     report.update(config=args.config, cfg_options=args.cfg_options or {}, world=generate,
