@@ -20,7 +20,8 @@
 #     problem (to 0.3) and the planning prototype (0.03-0.1). The paper's α = 10
 #     read as 'element_mean' (F.kl_div's default mean) is 10 / 45 = 0.22 per pixel
 #     here: docs/phase1.md, "Calibrating the VPL learning rate"                     O
-#   full batch over all patches; float64 math (N ranks = 1 rank, bit for bit)     O
+#   full batch over all patches; float32 matrix products, sums over pixels exact in
+#     fixed point (N ranks = 1 rank, bit for bit; docs/phase1.md)                  O
 #   background score (1 - max cam)^1                                               C
 #   CRF: 10 iterations, Gaussian sxy 1 compat 3, bilateral sxy 67 srgb 3 compat 4
 #     on CLIP-ES's image uint8(BGR - mean), confidence < 0.95 -> 255               C
@@ -40,8 +41,8 @@ custom_hooks = [
                  caa_blocks=8, sinkhorn_rounds=3, affinity_power=1, bg_power=1.0),
         vpl=dict(target='cam', tau_t=0.01, tau_i=0.03, lr=0.03, iters=3000,
                  reduction='pixel_mean', pixels_per_image=None, batch_pixels=None,
-                 dtype='float64', feature_dtype='float32', pixel_device=None, seed=0,
-                 log_interval=100),
+                 dtype='float32', feature_dtype='float32', pixel_device=None, seed=0,
+                 log_interval=100, chunk_pixels=65536, gap_figures=True),
         crf=dict(iters=10, pos_sxy=1, pos_compat=3, bi_sxy=67, bi_srgb=3, bi_compat=4,
                  image='clip_es'),
         conf_threshold=0.95,

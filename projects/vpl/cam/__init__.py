@@ -7,8 +7,8 @@ from .gradcam import CAMBatch, allowed_mask, clip_gradcam, minmax_normalise
 from .images import ImageRecord, make_records
 from .config import CAMConfig, Phase1Result, VPLConfig
 from .phase1 import Phase1
-from .prototypes import (PixelSet, PixelSetBuilder, gap_metrics, image_targets,
-                         learn_prototypes)
+from .pixel_set import PixelSet, PixelSetBuilder
+from .prototypes import gap_metrics, image_targets, learn_prototypes
 from .pseudo_labels import (PseudoLabelWriter, load_cam_file, pseudo_label_path,
                             score_stack)
 

@@ -40,6 +40,10 @@ class VPLConfig:
 
     ``tau_t=None`` uses the CLIP model's own temperature ``1 / logit_scale``.
     ``pixel_device=None`` keeps the pixel features on CLIP's device.
+    ``dtype``: of the learning's matrix products (float32: GEMM speed; the sums are exact
+    in fixed point, so N ranks give the prototypes of one either way).
+    ``chunk_pixels``: pixels per matrix product (memory; the result's last bits).
+    ``gap_figures``: keep patch labels and report the modality-gap figures.
     """
 
     target: str = 'cam'
@@ -50,11 +54,13 @@ class VPLConfig:
     reduction: str = 'pixel_mean'
     pixels_per_image: Optional[int] = None
     batch_pixels: Optional[int] = None
-    dtype: str = 'float64'
+    dtype: str = 'float32'
     feature_dtype: str = 'float32'
     pixel_device: Optional[str] = None
     seed: int = 0
     log_interval: int = 100
+    chunk_pixels: int = 65536
+    gap_figures: bool = True
 
 
 @dataclass

@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
@@ -30,14 +29,14 @@ import torch.nn.functional as F
 
 from ..utils.dist import barrier, rank_world
 from ..utils.io import atomic_open, atomic_torch_save
-from .affinity import background_score, caa_refine, last_blocks
+from .affinity import background_score, last_blocks
+from .cam_pass import cam_batches
 from .config import AMP_DTYPES, CAMConfig, Phase1Result, VPLConfig
 from .crf import CRFParams
-from .gradcam import allowed_mask, check_prototypes, clip_gradcam
-from .images import (ImageRecord, clip_input_size, image_size, load_mask, load_rgb, shard,
-                     size_batches, to_clip_tensor)
-from .prototypes import (PixelSet, PixelSetBuilder, gap_metrics, image_targets,
-                         learn_prototypes)
+from .gradcam import allowed_mask, check_prototypes
+from .images import ImageRecord, clip_input_size, image_size, load_mask, shard, shard_block
+from .pixel_set import PixelSet, PixelSetBuilder
+from .prototypes import gap_metrics, image_targets, learn_prototypes
 from .pseudo_labels import (PseudoLabelWriter, cam_file_path, is_finished,
                             pseudo_label_path, score_stack)
 
@@ -113,6 +112,7 @@ class Phase1:
         self.progress = progress or (lambda total, desc: _LogProgress(total, desc, logger))
         self.blocks = last_blocks(clip.num_layers, cam.caa_blocks)
         self.cam_dir = os.path.join(self.out_dir, 'cams') if save_cams else None
+        self._positions: Optional[dict] = None
 
     def with_prototypes(self, prototypes: torch.Tensor, out_dir: str,
                         records: Optional[Sequence[ImageRecord]] = None,
@@ -132,7 +132,8 @@ class Phase1:
         """Every input that changes the pseudo-labels (the fingerprint's content)."""
         cam = {k: v for k, v in asdict(self.cam).items() if k not in ('batch_size', 'method')}
         vpl = ({k: v for k, v in asdict(self.vpl).items()
-                if k not in ('log_interval', 'pixel_device')} if self.mode == 'vision' else None)
+                if k not in ('log_interval', 'pixel_device', 'gap_figures')}
+               if self.mode == 'vision' else None)
         return dict(version=1, mode=self.mode, clip=self.clip.fingerprint,
                     text_prototypes=_digest(self.text_protos.cpu().numpy().round(6).tolist()),
                     num_fg=self.num_fg, cam=cam, vpl=vpl,
@@ -260,43 +261,66 @@ class Phase1:
         return protos
 
     def collect_pixels(self) -> PixelSet:
-        """Pass 1 over this rank's shard: pixel features, VPL targets and patch labels
-        (GT when every image has a mask, else the text-prototype seeds)."""
+        """Pass 1 over this rank's shard: pixel features, ``G'`` of the VPL targets and,
+        with ``vpl.gap_figures``, patch labels (GT when every image has a mask, else the
+        text-prototype seeds), in buffers sized from the image headers
+        (:class:`~.pixel_set.PixelSetBuilder`)."""
         rank, world = rank_world()
         vpl = self.vpl
         tau_t = vpl.tau_t if vpl.tau_t is not None else 1.0 / self.clip.logit_scale
-        with_gt = all(r.seg_map_path and os.path.isfile(r.seg_map_path) for r in self.records)
-        builder = PixelSetBuilder(vpl.pixels_per_image, vpl.seed,
-                                  getattr(torch, vpl.feature_dtype))
         records = shard(self.records, rank, world)
+        blocks = [self._global_index()[r.name] // shard_block(len(self.records))
+                  for r in records]
+        ids = sorted(set(blocks))
+        patch = self.clip.patch_size
+        counts = [h * w // patch ** 2 for h, w in (
+            clip_input_size(*image_size(r.img_path), patch, self.cam.scale) for r in records)]
+        with_gt = vpl.gap_figures and all(r.seg_map_path and os.path.isfile(r.seg_map_path)
+                                          for r in self.records)
+        device = torch.device(vpl.pixel_device) if vpl.pixel_device else self.clip.device
+        builder = PixelSetBuilder(
+            counts, [blocks.count(b) for b in ids], ids,
+            -(-len(self.records) // shard_block(len(self.records))), self.clip.embed_dim,
+            len(self.text_protos), vpl.pixels_per_image, vpl.seed,
+            getattr(torch, vpl.feature_dtype), device, with_labels=vpl.gap_figures)
+        position = {r.name: j for j, r in enumerate(records)}
         bar = self.progress(len(records), 'phase 1 [features]')
         for batch, images, out, refined in self.cam_batches(records, self.text_protos, True):
             for i, rec in enumerate(batch):
                 feats = out.features[i].flatten(1).t()
                 allowed = allowed_mask([rec.labels], self.num_fg, len(self.text_protos),
                                        feats.device)[0]
-                flat = refined[i].flatten(1)
                 targets = image_targets(feats, self.text_protos, allowed, self.num_fg,
-                                        vpl.target, tau_t, rec.labels, flat)
-                if with_gt:
-                    gt = load_mask(rec.seg_map_path, images[i].shape[:2])
-                    gt = F.interpolate(torch.from_numpy(gt)[None, None].float(),
-                                       size=out.grid, mode='nearest-exact')
-                    labels = gt.flatten().long()
-                else:
-                    keys = torch.tensor([0] + rec.labels)
-                    stack = torch.cat([background_score(refined[i], self.cam.bg_power),
-                                       refined[i]])
-                    labels = keys[stack.argmax(dim=0).flatten().cpu()]
-                builder.add(rec.name, feats, allowed, targets, labels)
+                                        vpl.target, tau_t, rec.labels, refined[i].flatten(1))
+                builder.add(position[rec.name], rec.name, feats, allowed, targets,
+                            self._patch_labels(rec, images[i], out.grid, refined[i], with_gt)
+                            if vpl.gap_figures else None)
             bar.update(len(batch))
         bar.close()
-        device = torch.device(vpl.pixel_device) if vpl.pixel_device else self.clip.device
-        pixels = builder.build('gt' if with_gt else 'pseudo', self.clip.embed_dim,
-                               len(self.text_protos))
-        for name in ('features', 'image_index', 'allowed', 'targets'):
-            setattr(pixels, name, getattr(pixels, name).to(device))
-        return pixels
+        return builder.build('gt' if with_gt else 'pseudo')
+
+    def _patch_labels(self, rec: ImageRecord, image, grid: Tuple[int, int],
+                      refined: torch.Tensor, with_gt: bool) -> torch.Tensor:
+        """Patch labels for the gap figures: the GT mask (nearest) or the text seeds."""
+        if with_gt:
+            gt = load_mask(rec.seg_map_path, image.shape[:2])
+            gt = F.interpolate(torch.from_numpy(gt)[None, None].float(), size=grid,
+                               mode='nearest-exact')
+            return gt.flatten().long()
+        keys = torch.tensor([0] + rec.labels)
+        stack = torch.cat([background_score(refined, self.cam.bg_power), refined])
+        return keys[stack.argmax(dim=0).flatten().cpu()]
+
+    def learn_from(self, pixels: PixelSet, **overrides) -> Tuple[torch.Tensor, dict]:
+        """:func:`~.prototypes.learn_prototypes` on ``pixels`` with this run's settings
+        (``overrides``: its keyword arguments, e.g. ``lr``, ``iters``, ``logger``)."""
+        vpl = self.vpl
+        kwargs = dict(tau_i=vpl.tau_i, lr=vpl.lr, iters=vpl.iters, reduction=vpl.reduction,
+                      batch_pixels=vpl.batch_pixels, seed=vpl.seed,
+                      log_interval=vpl.log_interval, dtype=getattr(torch, vpl.dtype),
+                      chunk=vpl.chunk_pixels, device=pixels.features.device)
+        kwargs.update(overrides)
+        return learn_prototypes(pixels, self.text_protos.to(kwargs['device']), **kwargs)
 
     def _learn(self, log: dict) -> torch.Tensor:
         """Pass 1 (:meth:`collect_pixels`), then :func:`learn_prototypes` and the gap."""
@@ -304,66 +328,41 @@ class Phase1:
         pixels = self.collect_pixels()
         device = pixels.features.device
         log['times']['features'] = time.perf_counter() - t
-        self.logger(f'phase 1 [features]: {len(pixels)} pixels on this rank in '
+        self.logger(f'phase 1 [features]: {len(pixels)} pixels on this rank '
+                    f'({pixels.nbytes() / 2 ** 30:.2f} GB, '
+                    f'{pixels.nbytes() / max(1, len(pixels)):.0f} B per pixel) in '
                     f'{log["times"]["features"]:.1f} s')
         t = time.perf_counter()
-        protos, vpl_log = learn_prototypes(
-            pixels, self.text_protos.to(device), vpl.tau_i, vpl.lr, vpl.iters,
-            vpl.reduction, vpl.batch_pixels, vpl.seed, vpl.log_interval,
-            getattr(torch, vpl.dtype), device=device, logger=self.logger)
+        protos, vpl_log = self.learn_from(pixels, logger=self.logger)
         log['times']['learning'] = time.perf_counter() - t
         log['vpl'] = vpl_log
-        log['gap'] = dict(labels=pixels.labels_source,
-                          text=gap_metrics(pixels, self.text_protos.to(device),
-                                           self.text_protos, self.num_fg),
-                          vision=gap_metrics(pixels, protos, self.text_protos, self.num_fg))
-        gap = ', '.join(f'{k} {log["gap"]["text"][k]:.4f} -> {log["gap"]["vision"][k]:.4f}'
-                        for k in ('patch_acc', 'patch_acc_fg', 'centroid_gap',
-                                   'proto_shift'))
+        gap = ''
+        if pixels.labels is not None:
+            z = self.text_protos.to(device)
+            log['gap'] = dict(labels=pixels.labels_source,
+                              text=gap_metrics(pixels, z, z, self.num_fg),
+                              vision=gap_metrics(pixels, protos, z, self.num_fg))
+            gap = '; text -> vision prototypes ({} patch labels): {}'.format(
+                pixels.labels_source, ', '.join(
+                    f'{k} {log["gap"]["text"][k]:.4f} -> {log["gap"]["vision"][k]:.4f}'
+                    for k in ('patch_acc', 'patch_acc_fg', 'centroid_gap', 'proto_shift')))
         self.logger(f'phase 1 [learning]: {vpl.iters} iterations in '
                     f'{log["times"]["learning"]:.1f} s; loss {vpl_log["loss"][0][1]:.4f} -> '
-                    f'{vpl_log["loss"][-1][1]:.4f}; text -> vision prototypes '
-                    f'({pixels.labels_source} patch labels): {gap}')
+                    f'{vpl_log["loss"][-1][1]:.4f}{gap}')
         return protos.to(self.clip.device)
 
     # ------------------------------------------------------------------ CAMs
-    def _load_batch(self, batch: Sequence[ImageRecord], size: Tuple[int, int]):
-        images = [load_rgb(r.img_path) for r in batch]
-        for rec, im in zip(batch, images):
-            if clip_input_size(*im.shape[:2], self.clip.patch_size, self.cam.scale) != size:
-                raise ValueError(f'{rec.img_path}: decoded size {im.shape[:2]} differs from '
-                                 'its header')
-        x = torch.stack([to_clip_tensor(im, size, self.mean, self.std)
-                         for im in images])
-        return images, x
+    def _global_index(self) -> dict:
+        if self._positions is None:
+            self._positions = {r.name: i for i, r in enumerate(self.records)}
+        return self._positions
 
     def cam_batches(self, records: Sequence[ImageRecord], protos: torch.Tensor,
                     features: bool) -> Iterator[tuple]:
-        """GradCAMs with ``protos`` (:func:`~.gradcam.clip_gradcam`) and their CAA
-        refinement (:func:`~.affinity.caa_refine`) of ``records``, as both passes make them.
-
-        Yields ``(records, RGB images, CAMBatch, refined CAMs)`` per size batch (refined:
-        per image ``(K_i, h, w)`` on the patch grid, rows in label order); the next batch
-        is decoded in a thread while CLIP runs. ``features``: also return the pixel
-        features. Public so that analysis tools show the CAMs phase 1 uses."""
-        patch, scale = self.clip.patch_size, self.cam.scale
-        sizes = [clip_input_size(*image_size(r.img_path), patch, scale) for r in records]
-        groups = size_batches(sizes, self.cam.batch_size)
-        batches = [[records[i] for i in idx] for idx in groups]
-        in_sizes = [sizes[idx[0]] for idx in groups]
-        amp = AMP_DTYPES[self.cam.amp]
-        with ThreadPoolExecutor(1) as pool:
-            nxt = pool.submit(self._load_batch, batches[0], in_sizes[0]) if batches else None
-            for j, batch in enumerate(batches):
-                images, x = nxt.result()
-                if j + 1 < len(batches):
-                    nxt = pool.submit(self._load_batch, batches[j + 1], in_sizes[j + 1])
-                out = clip_gradcam(self.clip, x.to(self.clip.device), [r.labels for r in batch],
-                                   protos, self.num_fg, self.blocks, features,
-                                   self.cam.method, amp)
-                refined = caa_refine(out.attn, out.cams, self.blocks, self.cam.phi,
-                                     self.cam.sinkhorn_rounds, self.cam.affinity_power)
-                yield batch, images, out, refined
+        """GradCAMs with ``protos`` and their CAA refinement of ``records``, as both
+        passes make them (:func:`~.cam_pass.cam_batches`). Public so that analysis tools
+        show the CAMs phase 1 uses."""
+        return cam_batches(self, records, protos, features)
 
     def _write_labels(self, records: List[ImageRecord], protos: torch.Tensor) -> None:
         """Pass 2: CAMs with ``protos``, CAA, score stacks -> CRF workers -> files."""
