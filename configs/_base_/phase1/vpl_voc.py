@@ -22,6 +22,8 @@
 #     here: docs/phase1.md, "Calibrating the VPL learning rate"                     O
 #   full batch over all patches; float32 matrix products, sums over pixels exact in
 #     fixed point (N ranks = 1 rank, bit for bit; docs/phase1.md)                  O
+#   pass 2 from what pass 1 kept (last block's input + CAA matrix, exact): CLIP
+#     runs once per image; host memory: half the free RAM by default             O
 #   background score (1 - max cam)^1                                               C
 #   CRF: 10 iterations, Gaussian sxy 1 compat 3, bilateral sxy 67 srgb 3 compat 4
 #     on CLIP-ES's image uint8(BGR - mean), confidence < 0.95 -> 255               C
@@ -38,7 +40,9 @@ custom_hooks = [
         save_cams=False,              # True: refined CAMs for seed mIoU (eval tool)
         overwrite=False,
         cam=dict(scale=1.0, batch_size=1, method='grads_batched', amp=None, phi=0.4,
-                 caa_blocks=8, sinkhorn_rounds=3, affinity_power=1, bg_power=1.0),
+                 caa_blocks=8, sinkhorn_rounds=3, affinity_power=1, bg_power=1.0,
+                 cache_memory_gb=None, cache_dir=None, cache_disk_gb=100.0,
+                 cache_dtype=None),
         vpl=dict(target='cam', tau_t=0.01, tau_i=0.03, lr=0.03, iters=3000,
                  reduction='pixel_mean', pixels_per_image=None, batch_pixels=None,
                  dtype='float32', feature_dtype='float32', pixel_device=None, seed=0,

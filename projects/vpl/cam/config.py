@@ -21,6 +21,14 @@ class CAMConfig:
         sinkhorn_rounds: column/row normalisation rounds.
         affinity_power: times the symmetrised affinity is squared.
         bg_power: exponent α of the background score.
+        cache_memory_gb: host memory (per rank) for what VPL's second pass needs from
+            the first (:mod:`.pass2_cache`), so CLIP runs once per image; None: half of
+            the available memory shared by the local ranks; 0: none.
+        cache_dir: a folder for entries beyond the memory bound (None: none); a rerun
+            whose prototypes are learned finds them there.
+        cache_disk_gb: bound of ``cache_dir``.
+        cache_dtype: None (entries as computed: pass 2 gives the bits of a full second
+            pass) or ``'float16'`` (half the size, small CAM differences).
     """
 
     scale: float = 1.0
@@ -32,6 +40,10 @@ class CAMConfig:
     sinkhorn_rounds: int = 3
     affinity_power: int = 1
     bg_power: float = 1.0
+    cache_memory_gb: Optional[float] = None
+    cache_dir: Optional[str] = None
+    cache_disk_gb: float = 100.0
+    cache_dtype: Optional[str] = None
 
 
 @dataclass

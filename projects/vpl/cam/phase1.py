@@ -30,11 +30,12 @@ import torch.nn.functional as F
 from ..utils.dist import barrier, rank_world
 from ..utils.io import atomic_open, atomic_torch_save
 from .affinity import background_score, last_blocks
-from .cam_pass import cam_batches
+from .cam_pass import cam_batches, make_cache
 from .config import AMP_DTYPES, CAMConfig, Phase1Result, VPLConfig
 from .crf import CRFParams
 from .gradcam import allowed_mask, check_prototypes
 from .images import ImageRecord, clip_input_size, image_size, load_mask, shard, shard_block
+from .pass2_cache import Pass2Cache
 from .pixel_set import PixelSet, PixelSetBuilder
 from .prototypes import gap_metrics, image_targets, learn_prototypes
 from .pseudo_labels import (PseudoLabelWriter, cam_file_path, is_finished,
@@ -112,6 +113,7 @@ class Phase1:
         self.progress = progress or (lambda total, desc: _LogProgress(total, desc, logger))
         self.blocks = last_blocks(clip.num_layers, cam.caa_blocks)
         self.cam_dir = os.path.join(self.out_dir, 'cams') if save_cams else None
+        self._pass2_cache: Optional[Pass2Cache] = None
         self._positions: Optional[dict] = None
 
     def with_prototypes(self, prototypes: torch.Tensor, out_dir: str,
@@ -130,7 +132,8 @@ class Phase1:
     # ------------------------------------------------------------ fingerprint
     def config(self) -> dict:
         """Every input that changes the pseudo-labels (the fingerprint's content)."""
-        cam = {k: v for k, v in asdict(self.cam).items() if k not in ('batch_size', 'method')}
+        cam = {k: v for k, v in asdict(self.cam).items() if k not in (
+            'batch_size', 'method', 'cache_memory_gb', 'cache_dir', 'cache_disk_gb')}
         vpl = ({k: v for k, v in asdict(self.vpl).items()
                 if k not in ('log_interval', 'pixel_device', 'gap_figures')}
                if self.mode == 'vision' else None)
@@ -260,11 +263,12 @@ class Phase1:
         barrier()
         return protos
 
-    def collect_pixels(self) -> PixelSet:
+    def collect_pixels(self, for_pass2: bool = False) -> PixelSet:
         """Pass 1 over this rank's shard: pixel features, ``G'`` of the VPL targets and,
         with ``vpl.gap_figures``, patch labels (GT when every image has a mask, else the
         text-prototype seeds), in buffers sized from the image headers
-        (:class:`~.pixel_set.PixelSetBuilder`)."""
+        (:class:`~.pixel_set.PixelSetBuilder`). ``for_pass2``: also keep what pass 2
+        needs (:mod:`.pass2_cache`)."""
         rank, world = rank_world()
         vpl = self.vpl
         tau_t = vpl.tau_t if vpl.tau_t is not None else 1.0 / self.clip.logit_scale
@@ -283,9 +287,13 @@ class Phase1:
             -(-len(self.records) // shard_block(len(self.records))), self.clip.embed_dim,
             len(self.text_protos), vpl.pixels_per_image, vpl.seed,
             getattr(torch, vpl.feature_dtype), device, with_labels=vpl.gap_figures)
+        if for_pass2:
+            host = builder.set.nbytes() if device.type == 'cpu' else 0
+            self._pass2_cache = self._make_cache(reserve=host)
         position = {r.name: j for j, r in enumerate(records)}
         bar = self.progress(len(records), 'phase 1 [features]')
-        for batch, images, out, refined in self.cam_batches(records, self.text_protos, True):
+        for batch, images, out, refined in self.cam_batches(
+                records, self.text_protos, True, self._pass2_cache, store=for_pass2):
             for i, rec in enumerate(batch):
                 feats = out.features[i].flatten(1).t()
                 allowed = allowed_mask([rec.labels], self.num_fg, len(self.text_protos),
@@ -325,13 +333,18 @@ class Phase1:
     def _learn(self, log: dict) -> torch.Tensor:
         """Pass 1 (:meth:`collect_pixels`), then :func:`learn_prototypes` and the gap."""
         vpl, t = self.vpl, time.perf_counter()
-        pixels = self.collect_pixels()
+        pixels = self.collect_pixels(for_pass2=True)
         device = pixels.features.device
         log['times']['features'] = time.perf_counter() - t
+        cache = self._pass2_cache
+        kept = '' if cache is None else (
+            f'; kept for pass 2: {cache.stats["stored_memory"]} images in memory '
+            f'({cache.used["memory"] / 2 ** 30:.2f} GB), {cache.stats["stored_disk"]} on '
+            f'disk, {cache.stats["full"]} not kept')
         self.logger(f'phase 1 [features]: {len(pixels)} pixels on this rank '
                     f'({pixels.nbytes() / 2 ** 30:.2f} GB, '
                     f'{pixels.nbytes() / max(1, len(pixels)):.0f} B per pixel) in '
-                    f'{log["times"]["features"]:.1f} s')
+                    f'{log["times"]["features"]:.1f} s{kept}')
         t = time.perf_counter()
         protos, vpl_log = self.learn_from(pixels, logger=self.logger)
         log['times']['learning'] = time.perf_counter() - t
@@ -357,21 +370,36 @@ class Phase1:
             self._positions = {r.name: i for i, r in enumerate(self.records)}
         return self._positions
 
+    def _make_cache(self, reserve: int = 0) -> Optional[Pass2Cache]:
+        return make_cache(self, reserve)
+
     def cam_batches(self, records: Sequence[ImageRecord], protos: torch.Tensor,
-                    features: bool) -> Iterator[tuple]:
+                    features: bool, cache: Optional[Pass2Cache] = None,
+                    store: bool = False) -> Iterator[tuple]:
         """GradCAMs with ``protos`` and their CAA refinement of ``records``, as both
         passes make them (:func:`~.cam_pass.cam_batches`). Public so that analysis tools
         show the CAMs phase 1 uses."""
-        return cam_batches(self, records, protos, features)
+        return cam_batches(self, records, protos, features, cache, store)
 
     def _write_labels(self, records: List[ImageRecord], protos: torch.Tensor) -> None:
-        """Pass 2: CAMs with ``protos``, CAA, score stacks -> CRF workers -> files."""
+        """Pass 2: CAMs with ``protos`` (from the pass-2 cache where it holds the images),
+        CAA, score stacks -> CRF workers -> files."""
+        cache = self._pass2_cache
+        if cache is None and self.mode == 'vision' and self.cam.cache_dir:
+            cache = self._make_cache()  # a rerun: entries an earlier pass 1 left on disk
         bar = self.progress(len(records), 'phase 1 [pseudo-labels]')
         with PseudoLabelWriter(self.out_dir, self.cam_dir, self.crf, self.conf_threshold,
                                self.num_workers) as writer:
-            for batch, images, _, refined in self.cam_batches(records, protos, False):
+            for batch, images, _, refined in self.cam_batches(records, protos, False, cache):
                 for rec, im, ref in zip(batch, images, refined):
                     scores = score_stack(ref, im.shape[:2], self.cam.bg_power)
                     writer.submit(rec.name, im, scores.cpu().numpy(), [0] + rec.labels)
+                    if cache is not None:
+                        cache.discard(rec.name)
                 bar.update(len(batch))
         bar.close()
+        if cache is not None:
+            self.logger(f'phase 1 [pseudo-labels]: {cache.stats["hits"]} images from the '
+                        f'pass-2 cache (last block only), the others recomputed')
+            cache.close()
+        self._pass2_cache = None
