@@ -129,11 +129,15 @@ def clip_cfg_from(cfg, hook_cfg: dict) -> dict:
 def normalisation(clip: FrozenCLIP, preprocessor: Optional[dict],
                   log: Callable[[str], None]) -> tuple:
     """``(mean, std)`` on the 0–1 scale for phase 1: the data preprocessor's (0–255) when
-    given — what the decoder sees in training — else CLIP's own; a mismatch is logged."""
+    given — what the decoder sees in training — else CLIP's own; a mismatch is logged.
+
+    The preprocessor's values are taken as the float32 numbers its buffers hold, whether
+    they come from the config (tools) or from the built model (the hook in training), so
+    both write the same bits."""
     if not preprocessor or preprocessor.get('mean') is None:
         return clip.mean, clip.std
-    mean = [float(v) / 255 for v in preprocessor['mean']]
-    std = [float(v) / 255 for v in preprocessor['std']]
+    mean = [float(v) / 255 for v in torch.tensor(preprocessor['mean']).float().tolist()]
+    std = [float(v) / 255 for v in torch.tensor(preprocessor['std']).float().tolist()]
     if len(mean) != 3 or len(std) != 3:
         raise ValueError(f'data_preprocessor mean/std must have 3 values, got {mean} / {std}')
     if max(abs(a - b) for a, b in zip(mean + std, clip.mean + clip.std)) > 1e-3:
@@ -313,6 +317,7 @@ class VisionPrototypeHook(Hook):
                if getattr(pre, '_enable_normalize', False) else None)
         result = self.run_phase1(clip, dataset, runner.work_dir, logger=runner.logger.info,
                                  preprocessor=pre)
+        clip.offload_text()  # the text prototypes exist: the text tower leaves the GPU
         head = getattr(model, 'decode_head', None)
         if hasattr(head, 'set_prototypes'):
             if runner.iter > 0 or bool(getattr(head, 'prototypes_initialized', False)):
