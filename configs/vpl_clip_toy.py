@@ -65,7 +65,7 @@ tta_pipeline = [
         transforms=[[dict(type='Resize', scale=crop_size, keep_ratio=True)],
                     [dict(type='LoadAnnotations')], [dict(type='PackSegInputs')]])
 ]
-tta_model = dict(type='VPLSegTTAModel', merge='logits', use_crf=True)
+tta_model = dict(type='VPLSegTTAModel', merge='logits', use_crf=True, crf_workers=2)
 
 train_dataloader = dict(
     batch_size=8,

@@ -26,6 +26,7 @@
 #   crop 320, random rescale 0.5-2.0 of a 512 long side, flip                        W
 #   test: long side 512; TTA flip x scales [1.0, 0.75], logits averaged              W
 #   test CRF: 10 iters, Gaussian sxy 3 compat 3, bilateral sxy 64 srgb 5 compat 4     W
+#   test CRF in 4 worker processes per rank (VPLTestLoop keeps images in flight)   O
 _base_ = [
     './_base_/models/vpl_clip_vplhead.py', './_base_/datasets/voc12_aug.py',
     './_base_/default_runtime.py', './_base_/schedules/vpl_sgd_30k.py',
@@ -73,7 +74,7 @@ tta_pipeline = [
             [dict(type='PackSegInputs')]
         ])
 ]
-tta_model = dict(type='VPLSegTTAModel', merge='logits', use_crf=False)
+tta_model = dict(type='VPLSegTTAModel', merge='logits', use_crf=False, crf_workers=4)
 
 # The training set: VOC train_aug served with the pseudo-labels and its XML labels.
 # pseudo_label_dir=None: the hook sets {work_dir}/pseudo_labels.
