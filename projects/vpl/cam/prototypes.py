@@ -120,8 +120,8 @@ class _Sums:
         self.part = torch.empty(num_protos, pixels.features.shape[1], dtype=dtype,
                                 device=device)
 
-    def _chunk(self, sel, wt: torch.Tensor, grad: torch.Tensor, loss: torch.Tensor,
-               finite: torch.Tensor) -> None:
+    def _chunk(self, sel, wt: torch.Tensor, grad: torch.Tensor,
+               loss: Optional[torch.Tensor], finite: torch.Tensor) -> None:
         px = self.pixels
         feats, index = px.features[sel], px.image_index[sel]
         n = feats.shape[0]
@@ -132,31 +132,33 @@ class _Sums:
             x = feats
         logits = self.logits[:n]
         torch.index_select(self.bias, 0, index.to(self.device), out=logits)
-        logits.addmm_(x, wt)
-        lse = torch.logsumexp(logits, dim=1)
-        logits.sub_(lse[:, None]).exp_()  # P, 0 on the disallowed entries
-        torch.mm(logits.t(), x, out=self.part)
+        logits.addmm_(x, wt)  # x·w/τ, -inf on the disallowed entries
+        if loss is not None:  # only when the loss is logged (a slow reduction)
+            lse = torch.logsumexp(logits, dim=1)
+            loss += to_fixed(lse.double().sum(), LOSS_BITS, check=False)
+            finite &= torch.isfinite(lse).all()
+        torch.mm(torch.softmax(logits, dim=1).t(), x, out=self.part)
         grad += to_fixed(self.part, GRAD_BITS, check=False)
-        loss += to_fixed(lse.double().sum(), LOSS_BITS, check=False)
-        finite &= torch.isfinite(self.part).all() & torch.isfinite(lse).all()
+        finite &= torch.isfinite(self.part).all()
 
-    def __call__(self, wt: torch.Tensor, picks: Optional[List[torch.Tensor]] = None
-                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, wt: torch.Tensor, picks: Optional[List[torch.Tensor]] = None,
+                 with_loss: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
         """Fixed-point ``(Σ P xᵀ (C+B, D), Σ lse ())`` over all pixels, or over ``picks``
-        (per local block, local indices)."""
+        (per local block, local indices); ``Σ lse`` is 0 unless ``with_loss``."""
         grad = torch.zeros(self.part.shape, dtype=torch.int64, device=self.device)
         loss = torch.zeros((), dtype=torch.int64, device=self.device)
         finite = torch.ones((), dtype=torch.bool, device=self.device)
+        lsum = loss if with_loss else None
         offsets = self.pixels.block_offsets.tolist()
         for b in range(len(offsets) - 1):
             if picks is None:
                 for s in range(offsets[b], offsets[b + 1], self.chunk):
                     self._chunk(slice(s, min(s + self.chunk, offsets[b + 1])), wt, grad,
-                                loss, finite)
+                                lsum, finite)
             else:
                 idx = picks[b].to(self.pixels.features.device)
                 for s in range(0, len(idx), self.chunk):
-                    self._chunk(idx[s:s + self.chunk], wt, grad, loss, finite)
+                    self._chunk(idx[s:s + self.chunk], wt, grad, lsum, finite)
         if not bool(finite):
             raise FloatingPointError('VPL learning: non-finite logits or gradient (check '
                                      'the pixel features for NaN / inf)')
@@ -225,12 +227,13 @@ def learn_prototypes(pixels: PixelSet, init: torch.Tensor, tau_i: float = 0.03,
         picks = (_minibatch(pixels, block_counts, batch, gen)
                  if batch is not None and it < iters else None)
         n = count if picks is None else batch
-        grad_sum, lse_sum = sums((protos / tau_i).t().to(dtype).contiguous(), picks)
+        logged = it % log_interval == 0 or it == iters
+        grad_sum, lse_sum = sums((protos / tau_i).t().to(dtype).contiguous(), picks, logged)
         both = all_reduce_sum(torch.cat([grad_sum.flatten(), lse_sum.reshape(1)]))
         moment = from_fixed(both[:-1]).view_as(protos)
-        loss = (from_fixed(both[-1], LOSS_BITS) / n
-                - (protos * target).sum() / (tau_i * count))
-        if it % log_interval == 0 or it == iters:
+        if logged:
+            loss = (from_fixed(both[-1], LOSS_BITS) / n
+                    - (protos * target).sum() / (tau_i * count))
             history.append((it, float(loss)))
             if logger is not None:
                 logger(f'VPL iter {it}/{iters}: loss {float(loss):.5f}')
