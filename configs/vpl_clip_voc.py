@@ -23,7 +23,9 @@
 #   batch 6 (per GPU: the paper's batch, MMSeg's per-GPU convention), 30k iters,
 #   SGD momentum 0.9, weight decay 1e-4                                              P
 #   lr 0.03 (toy-world sweep), poly 0.9                                              O
-#   crop 320, random rescale 0.5-2.0 of a 512 long side, flip                        W
+#   crop 320, flip, rescale range 0.5-2.0                                            W
+#   rescale of a 512 long side (WeCLIP: of the original size), CLIP's mean/std into
+#   CLIP (WeCLIP: ImageNet's), loss CE + RSC only (docs/phase2.md says why)          O
 #   test: long side 512; TTA flip x scales [1.0, 0.75], logits averaged              W
 #   test CRF: 10 iters, Gaussian sxy 3 compat 3, bilateral sxy 64 srgb 5 compat 4     W
 _base_ = [
