@@ -14,7 +14,8 @@
 #   decoder: blocks 1-11, MLP 768->256->256, fuse 1x1 + Dropout2d 0.1, 3-layer pre-LN
 #            transformer (256, 8 heads, MLP x4)                                     W
 #   linear map to the prototype space D = 512 (CLIP ViT-B/16)                        P
-#   classifier from the vision prototypes, bg = mean of the background concepts      P
+#   classifier from the vision prototypes                                           P
+#   its background row = mean of the background-concept prototypes                 O
 #   prototypes keep training                                                         O
 #   cosine logits, fixed scale 1/tau_I = 1/0.03                                    O
 #   balanced CE (mean of bg-only and fg-only CE)                                     W

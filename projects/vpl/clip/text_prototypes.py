@@ -64,7 +64,7 @@ def encode_texts(clip, texts: Sequence[str], chunk: int = 256) -> torch.Tensor:
     8,240 COCO prompts). Prompts are grouped by token count, so each chunk's context is
     cut close to its own prompts' length. The chunks do not depend on the number of
     ranks, so every rank gets the same embeddings, bit for bit, as a single process
-    (docs/method.md §4)."""
+    (docs/method.md §1)."""
     rank, world = rank_world()
     lengths = (clip.tokenizer(list(texts)) != 0).sum(dim=1).tolist()
     order = sorted(range(len(texts)), key=lambda i: (lengths[i], i))
@@ -83,7 +83,7 @@ def encode_texts(clip, texts: Sequence[str], chunk: int = 256) -> torch.Tensor:
 
 @torch.no_grad()
 def text_prototypes(clip, class_prompts: Sequence[str], bg_concepts: Sequence[str],
-                    templates: Union[str, Sequence[str]] = 'single',
+                    templates: Union[str, Sequence[str]] = 'ensemble',
                     cache_dir: Optional[PathLike] = None) -> torch.Tensor:
     """Text prototypes Z, (C+B, D), L2-normalised (METHOD §1).
 
