@@ -80,7 +80,7 @@ def _load_file(path: str, content: bool = True) -> Tuple[object, str]:
 
 def download_weights(model_name: str, pretrained: str, cache_dir: Optional[str]) -> str:
     """The local file of an open_clip pretrained tag, downloaded into its cache when
-    missing (open_clip's own ``download_pretrained``, the same on 2.24 and 3.x).
+    missing (open_clip's own ``download_pretrained``, the same on 2.26 and 3.x).
 
     Raises:
         ValueError: an unknown tag.
@@ -123,7 +123,7 @@ def tag_quick_gelu(model_name: str, pretrained: str) -> Optional[bool]:
     """The activation a pretrained tag's weights were trained with: True (QuickGELU),
     False (GELU) or None (this open_clip's registry does not say).
 
-    ``openai`` is QuickGELU on every open_clip version. open_clip >= 2.24 marks the other
+    ``openai`` is QuickGELU on every open_clip version. open_clip 3 marks the other
     QuickGELU tags with ``quick_gelu=True``; where its registry marks OpenAI's own tag,
     an unmarked tag is GELU.
     """
