@@ -26,7 +26,9 @@ def test_gpu_check_on_cpu_tiny(tmp_path):
     assert learning['float32_s_per_iter'] > 0 and learning['float64_s_per_iter'] > 0
     dist = report['distributed']
     assert dist['prototypes_identical'] and dist['pngs_identical'] == dist['images'] == 4
-    assert {'equivalence', 'amp', 'learning'} <= set(report['memory_mb'])
+    assert report['phase1']['pass2_from_cache_identical']
+    assert report['phase1']['speedup_vs_two_loops'] > 0
+    assert {'equivalence', 'amp', 'learning', 'phase1'} <= set(report['memory_mb'])
 
 
 def test_gpu_check_without_a_gpu_says_so(monkeypatch):

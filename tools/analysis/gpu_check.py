@@ -20,6 +20,10 @@ peak GPU memory (``memory_mb``; peak RSS on a CPU):
 5. ``distributed``: where two GPUs exist (always on a CPU, with gloo): phase 1 on a few
    synthetic images with 1 and with 2 processes; the prototypes and the pseudo-label PNGs
    must be the same bits.
+6. ``phase1``: the CAM work of VPL's phase 1 (both passes + CAA, pass 2 from the pass-2
+   cache) against two passes of the per-class loop and of a CLIP-ES-style loop, label
+   sets of 1 and 2 classes; pass 2 from the cache must give the refined CAMs of a full
+   pass 2 bit for bit.
 
 Exit status 0 when the judged checks pass; the JSON holds everything.
 """
@@ -284,6 +288,42 @@ def distributed(setup: Setup) -> dict:
     return out
 
 
+def phase1(setup: Setup, repeats: int) -> dict:
+    """VPL's phase-1 CAM work vs two loops (module docstring, 6)."""
+    size = setup.sizes[0]
+    clip = setup.clip(size)
+    z = setup.protos(clip.embed_dim)
+    w = F.normalize(z + 0.3 * setup.protos(clip.embed_dim, seed=1), dim=1)
+    xs = list(setup.images(4, size, seed=3).split(1))
+    labels = [[1, 5] if i % 2 else [3] for i in range(len(xs))]
+    blocks = last_blocks(clip.num_layers)
+
+    def run(how):
+        return pb.phase1_cam_work(clip, xs, labels, z, w, setup.num_fg, blocks, how)
+
+    identical = all(torch.equal(a, b) for a, b in zip(run('vpl'), run('vpl_full')))
+    times = dict(vpl=[], two_loops=[], two_clip_es_loops=[])
+    for how in times:
+        run(how)  # warm-up
+    for _ in range(repeats):
+        for how in times:
+            sync(setup.device)
+            t = time.perf_counter()
+            run(how)
+            sync(setup.device)
+            times[how].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    out = dict(pass2_from_cache_identical=identical,
+               speedup_vs_two_loops=round(med['two_loops'] / med['vpl'], 3),
+               speedup_vs_two_clip_es_loops=round(med['two_clip_es_loops'] / med['vpl'], 3),
+               s_per_image={k: round(v / len(xs), 4) for k, v in med.items()})
+    out['ok'] = identical
+    print(f'phase-1 CAM work: {out["speedup_vs_two_loops"]}x two loops, '
+          f'{out["speedup_vs_two_clip_es_loops"]}x two CLIP-ES-style loops; pass 2 from the '
+          f'cache identical: {identical}', flush=True)
+    return out
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.device.startswith('cuda') and not torch.cuda.is_available():
@@ -299,9 +339,10 @@ def main(argv=None) -> dict:
     report['amp'] = staged('amp', setup, memory, lambda: amp(setup))
     report['speed'] = speed(setup, args.repeats, memory)
     report['learning'] = staged('learning', setup, memory, lambda: learning(setup))
+    report['phase1'] = staged('phase1', setup, memory, lambda: phase1(setup, args.repeats))
     report['distributed'] = distributed(setup)
     report['memory_mb'] = memory
-    report['ok'] = bool(report['equivalence']['ok']
+    report['ok'] = bool(report['equivalence']['ok'] and report['phase1']['ok']
                         and report['distributed'].get('ok', True))
     report['seconds'] = round(time.perf_counter() - t, 1)
     print(f'gpu_check: {"OK" if report["ok"] else "FAILED"} in {report["seconds"]} s')
