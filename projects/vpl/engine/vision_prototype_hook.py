@@ -275,6 +275,7 @@ class VisionPrototypeHook(Hook):
                    or os.path.join(work_dir, 'pseudo_labels'))
         z = text_prototypes(clip, prompts, background, self.templates,
                             cache_dir=os.path.join(work_dir, 'text_prototypes'))
+        clip.offload_text()  # Z exists: the text tower leaves the GPU (~250 MB on ViT-B/16)
         log(f'phase 1 [text prototypes]: {len(prompts)} classes + {len(background)} '
             f'background concepts in {time.perf_counter() - t:.1f} s; {len(records)} images '
             f'-> {out_dir} (prototypes={self.mode!r})')
@@ -318,7 +319,6 @@ class VisionPrototypeHook(Hook):
                if getattr(pre, '_enable_normalize', False) else None)
         result = self.run_phase1(clip, dataset, runner.work_dir, logger=runner.logger.info,
                                  preprocessor=pre)
-        clip.offload_text()  # the text prototypes exist: the text tower leaves the GPU
         head = getattr(model, 'decode_head', None)
         if hasattr(head, 'set_prototypes'):
             if runner.iter > 0 or bool(getattr(head, 'prototypes_initialized', False)):
