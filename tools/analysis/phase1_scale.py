@@ -2,15 +2,16 @@
 
 Four figures, each printed and returned (``--json``):
 
-* ``scale``: synthetic pixel sets of VOC and COCO shape (:func:`phase1_bench.synthetic_pixel_set`:
-  D = 512, C+B = 45 / 103, patches per image and label-set sizes from approximations of
-  the datasets' distributions; VOC float32 features, COCO float16, patch labels kept),
-  each built in a fresh process: bytes per patch as held by the set (every tensor
-  counted), the set's peak RSS while building ÷ its steady size, CPU seconds per
-  learning iteration here (one thread); and, **by arithmetic on those per-patch figures** (not measured), the
-  GiB per GPU for the full datasets on 1 / 8 / 16 GPUs, and the ``pixels_per_image``
-  that fits COCO in 20 GiB per GPU (a 24 GB card less CLIP, activations and buffers) on
-  1 / 2 / 4 GPUs.
+* ``scale``: synthetic pixel sets of VOC and COCO shape
+  (:func:`phase1_bench.synthetic_pixel_set`: D = 512, C+B = 45 / 103, patches per
+  image and label-set sizes from approximations of the datasets' distributions; VOC
+  float32 features, COCO float16, patch labels kept), each built in a fresh process:
+  bytes per patch as held by the set (every tensor counted), the set's peak RSS while
+  building ÷ its steady size, CPU seconds per learning iteration here (one thread);
+  and, **by arithmetic on those per-patch figures** (not measured), the GiB per GPU
+  for the full datasets on 1 / 8 / 16 GPUs, and the ``pixels_per_image`` that fits
+  COCO in 20 GiB per GPU (a 24 GB card less CLIP, activations and buffers) on 1 / 2 /
+  4 GPUs.
 * ``learn``: seconds per 1,000 iterations per million patches of the float32 learning
   step against a bare float32 GEMM of the same shapes and chunks, alternated in one run
   (one thread, CPU time).

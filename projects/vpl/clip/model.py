@@ -23,14 +23,15 @@ and ``.std``, RGB in [0, 1] scale); in MMSeg this is the model's ``SegDataPrePro
 
 Checkpoints (``slim_state_dict``): the frozen weights are not what training produces, so
 a state dict of a model holding a ``FrozenCLIP`` whose weights have a source (an
-open_clip tag or a file: ``slim_state_dict=None``, the default; ``True``: always) carries,
-in their place, its identity — ``{prefix}clip_identity`` (the JSON of :attr:`FrozenCLIP.identity`: the
-weights' source) and ``{prefix}clip_fingerprint`` (:attr:`FrozenCLIP.fingerprint`, the
-SHA-256 of the identity and every weight) — ~600 MB less for ViT-B/16 with its text
-tower. Loading such a state dict keeps the CLIP the config built and refuses, naming
-both, a checkpoint whose fingerprint differs. A randomly initialised CLIP (tests,
-rehearsals) cannot be rebuilt from its identity, so its weights stay in the state dict,
-as with ``slim_state_dict=False``; such a state dict (or an older checkpoint) loads them.
+open_clip tag or a file: ``slim_state_dict=None``, the default; ``True``: always)
+carries, in their place, its identity — ``{prefix}clip_identity`` (the JSON of
+:attr:`FrozenCLIP.identity`: the weights' source) and ``{prefix}clip_fingerprint``
+(:attr:`FrozenCLIP.fingerprint`, the SHA-256 of the identity and every weight) — ~600 MB
+less for ViT-B/16 with its text tower. Loading such a state dict keeps the CLIP the
+config built and refuses, naming both, a checkpoint whose fingerprint differs. A
+randomly initialised CLIP (tests, rehearsals) cannot be rebuilt from its identity, so
+its weights stay in the state dict, as with ``slim_state_dict=False``; such a state dict
+(or an older checkpoint) loads them.
 
 Text tower: :meth:`FrozenCLIP.offload_text` moves it to the CPU once the text prototypes
 exist; later device moves of the model leave it there.
