@@ -6,9 +6,12 @@ MMEngine's PyTorch launcher calls ``torch.cuda.set_device`` and wraps the model 
 with ``device_ids=[LOCAL_RANK]`` — both fail on a machine without a GPU. The tools call
 :func:`setup_distributed` before building the runner: on CUDA it only makes sure the
 backend is NCCL; on CPU it starts the gloo process group itself (MMEngine then skips its
-own ``init_dist``) and makes DDP wrap a CPU module (``device_ids=None``).
+own ``init_dist``) and makes DDP wrap a CPU module (``device_ids=None``). Under Slurm
+(``--launcher slurm``, ``tools/slurm_*.sh``) on CPU nodes the rank, world size and master
+address come from Slurm's variables, as MMEngine's own Slurm set-up takes them on GPUs.
 """
 import os
+import subprocess
 
 import torch
 import torch.distributed as dist
@@ -25,9 +28,11 @@ def setup_distributed(cfg: Config, launcher: str) -> None:
     if torch.cuda.is_available():
         dist_cfg.setdefault('backend', 'nccl')
         return
-    if launcher != 'pytorch':
+    if launcher == 'slurm':
+        slurm_to_torch_env()
+    elif launcher != 'pytorch':
         raise RuntimeError(f'launcher {launcher!r} without CUDA is not supported; '
-                           'use --launcher pytorch (tools/dist_train.sh) on CPU')
+                           'use --launcher pytorch (tools/dist_train.sh) or slurm on CPU')
     dist_cfg['backend'] = 'gloo'
     if not dist.is_initialized():
         dist.init_process_group(backend='gloo', rank=int(os.environ['RANK']),
@@ -37,6 +42,26 @@ def setup_distributed(cfg: Config, launcher: str) -> None:
     wrapper.setdefault('broadcast_buffers', False)
     wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
     cfg.model_wrapper_cfg = wrapper
+
+
+def slurm_to_torch_env() -> None:
+    """``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` / ``MASTER_PORT`` from a
+    Slurm task's ``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID`` and the first host
+    of ``SLURM_NODELIST`` (``scontrol show hostnames``), as MMEngine's ``_init_dist_slurm``
+    does; ``MASTER_PORT`` defaults to 29500. Variables already set are kept."""
+    missing = [k for k in ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST')
+               if k not in os.environ]
+    if missing:
+        raise RuntimeError(f'--launcher slurm outside a Slurm task: {missing} not set '
+                           '(start it with tools/slurm_train.sh / slurm_test.sh)')
+    os.environ.setdefault('RANK', os.environ['SLURM_PROCID'])
+    os.environ.setdefault('WORLD_SIZE', os.environ['SLURM_NTASKS'])
+    os.environ.setdefault('LOCAL_RANK', os.environ.get('SLURM_LOCALID', '0'))
+    if 'MASTER_ADDR' not in os.environ:
+        hosts = subprocess.run(['scontrol', 'show', 'hostnames', os.environ['SLURM_NODELIST']],
+                               capture_output=True, text=True, check=True).stdout.split()
+        os.environ['MASTER_ADDR'] = hosts[0]
+    os.environ.setdefault('MASTER_PORT', '29500')
 
 
 def apply_tta(cfg: Config) -> Config:
