@@ -1,4 +1,5 @@
-"""Runner set-up shared by the tools: the distributed backend and test-time augmentation.
+"""Runner set-up shared by the tools: the distributed backend, test-time augmentation and
+``--format-only``.
 
 Distributed: NCCL on CUDA, gloo on CPU.
 
@@ -78,4 +79,42 @@ def apply_tta(cfg: Config) -> Config:
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
     cfg.tta_model.module = cfg.model
     cfg.model = cfg.tta_model
+    return cfg
+
+
+def _without_annotations(pipeline: list) -> list:
+    """``pipeline`` without ``LoadAnnotations`` (also inside ``TestTimeAug`` choices)."""
+    out = []
+    for t in pipeline:
+        if isinstance(t, (list, tuple)):  # a TestTimeAug choice list
+            inner = _without_annotations(list(t))
+            if inner:
+                out.append(inner)
+            continue
+        if t.get('type') in ('LoadAnnotations', 'mmseg.LoadAnnotations'):
+            continue
+        if 'transforms' in t:
+            t = dict(t, transforms=_without_annotations(list(t['transforms'])))
+        out.append(t)
+    return out
+
+
+def apply_format_only(cfg: Config, out_dir: str) -> Config:
+    """Turn a config into its ``tools/test.py --format-only --out DIR`` form: the test
+    evaluator writes the predictions
+    (:class:`~projects.vpl.evaluation.SubmissionMetric`, VOC server layout for VOC's
+    classes) and scores nothing, and the test / TTA pipelines load no masks, so a split
+    without ground truth (VOC 2012 test) runs."""
+    from ..evaluation.submission import format_only_evaluator, voc_split_name
+    dataset = cfg.test_dataloader.dataset
+    cfg.test_evaluator = format_only_evaluator(cfg.get('test_evaluator'), out_dir,
+                                               voc_split_name(dataset.get('ann_file')))
+    while True:  # the pipeline of the dataset and of any wrapped one
+        if dataset.get('pipeline') is not None:
+            dataset.pipeline = _without_annotations(dataset.pipeline)
+        if not isinstance(dataset.get('dataset'), dict):
+            break
+        dataset = dataset.dataset
+    if cfg.get('tta_pipeline') is not None:
+        cfg.tta_pipeline = _without_annotations(cfg.tta_pipeline)
     return cfg
