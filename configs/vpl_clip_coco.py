@@ -4,6 +4,7 @@
 # configs/vpl_clip_voc.py with COCO's data, schedule and phase 1: the same model, pipelines
 # and test-time settings (see its table of number sources); COCO differs in:
 #   81 classes, COCO prompts and 23 background concepts (phase 1)                   P
+#   CAA box threshold Φ = 0.7 (CLIP-ES's generate_cams_coco14.py; VOC 0.4)           C
 #   80k iterations, validation / checkpoints every 10k                              W
 #   SGD 0.03 / momentum 0.9 / weight decay 1e-4 as on VOC (paper gives VOC only)    O
 #   val = the 40,137 val2014 images with objects                                   P
@@ -46,11 +47,13 @@ param_scheduler = [dict(_base_.param_scheduler[0], end=80000)]
 train_cfg = dict(max_iters=80000, val_interval=10000)
 default_hooks = dict(checkpoint=dict(interval=10000))
 
-# Phase 1 (configs/_base_/phase1/vpl_coco.py): VOC's hook with the COCO prompt tables.
+# Phase 1 (configs/_base_/phase1/vpl_coco.py): VOC's hook with the COCO prompt tables
+# and Φ = 0.7.
 custom_hooks = [
     dict(
         _base_.custom_hooks[0],
         class_prompts='coco',
         background='coco',
+        cam=dict(_base_.custom_hooks[0].cam, phi=0.7),
         vpl=dict(_base_.custom_hooks[0].vpl, feature_dtype='float16'))
 ]

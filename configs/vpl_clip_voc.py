@@ -9,8 +9,8 @@
 # configs/vpl_clip_coco.py inherits this file (it changes data, schedule and phase 1):
 # what is set here holds for COCO too.
 #
-# Where each number comes from (P = the VPL paper / METHOD, W = WeCLIP's public code,
-# O = our choice; docs/phase2.md explains the O's):
+# Where each number comes from (P = the VPL paper / docs/method.md, C = CLIP-ES's code,
+# W = WeCLIP's public code, O = our choice; docs/phase2.md explains the O's):
 #   decoder: blocks 1-11, MLP 768->256->256, fuse 1x1 + Dropout2d 0.1, 3-layer pre-LN
 #            transformer (256, 8 heads, MLP x4)                                     W
 #   linear map to the prototype space D = 512 (CLIP ViT-B/16)                        P

@@ -65,3 +65,50 @@ def test_bad_input():
         dense_crf(image[:20], scores)
     with pytest.raises(ValueError, match='3 class keys for 2'):
         scores_to_label(scores, [0, 1, 2])
+
+
+def clip_es_crf_posterior(image_rgb, probs):
+    """CLIP-ES's ``eval_cam_with_crf.py``, written here: the image as ``cv2.imread``
+    gives it (BGR), ``float32 - mean_bgr``, ``astype(uint8)``, then its ``DenseCRF``."""
+    import pydensecrf.densecrf as dcrf
+    from pydensecrf.utils import unary_from_softmax
+    image = image_rgb[..., ::-1].astype(np.float32)
+    image -= (104.008, 116.669, 122.675)
+    image = image.astype(np.uint8)  # x86 numpy: truncation, negatives wrap around
+    c, h, w = probs.shape
+    d = dcrf.DenseCRF2D(w, h, c)
+    d.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probs)))
+    d.addPairwiseGaussian(sxy=1, compat=3)
+    d.addPairwiseBilateral(sxy=67, srgb=3, rgbim=np.ascontiguousarray(image), compat=4)
+    return np.array(d.inference(10)).reshape((c, h, w))
+
+
+def smooth_photo(seed=0, h=48, w=64):
+    """Smooth colour gradients over the whole 0-255 range (every wrap point crossed)."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    rng = np.random.default_rng(seed)
+    chans = [(a * yy + b * xx + c) % 256 for a, b, c in rng.uniform(0, 6, (3, 3))]
+    return np.stack(chans, -1).astype(np.uint8)
+
+
+def test_clip_es_crf_image_wraps_like_numpy():
+    levels = np.arange(256, dtype=np.uint8)
+    image = np.stack([levels] * 3, -1)[None]
+    ref = (image[..., ::-1].astype(np.float32)
+           - np.float32([104.008, 116.669, 122.675])).astype(np.uint8)
+    from projects.vpl.cam.crf import clip_es_crf_image
+    assert np.array_equal(clip_es_crf_image(image), ref)
+    blue = clip_es_crf_image(image)[0, :, 0]  # BGR order: blue first, mean 104.008
+    assert list(blue[102:107]) == [254, 255, 0, 0, 1]
+
+
+def test_pseudo_mask_crf_is_clip_es_crf():
+    """Default CRF = CLIP-ES's, image handling included; 'rgb' is another result."""
+    image = smooth_photo()
+    _, scores = scene(h=48, w=64)
+    ref = clip_es_crf_posterior(image, scores)
+    assert np.allclose(dense_crf(image, scores), ref, atol=1e-6)
+    rgb = dense_crf(image, scores, CRFParams(image='rgb'))
+    assert not np.allclose(rgb, ref, atol=1e-3)
+    with pytest.raises(ValueError, match="CRF image must be one of"):
+        CRFParams(image='bgr')

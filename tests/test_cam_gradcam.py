@@ -1,4 +1,5 @@
-"""Batched CLIP-ES GradCAM (METHOD §2) against a per-class reference written here."""
+"""Batched CLIP-ES GradCAM (docs/method.md §2) against a per-class reference written here."""
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,9 +10,23 @@ torch.set_num_threads(1)
 NUM_FG = 5
 
 
-def reference_gradcam(clip, image, labels, protos, num_fg):
+def scale_cam_image(cams: np.ndarray) -> np.ndarray:
+    """CLIP-ES's ``pytorch_grad_cam.utils.image.scale_cam_image`` with no target size:
+    per map ``x - min``, then ``/ (1e-7 + max)``."""
+    out = []
+    for img in cams:
+        img = img - np.min(img)
+        out.append(img / (1e-7 + np.max(img)))
+    return np.float32(out)
+
+
+def reference_gradcam(clip, image, labels, protos, num_fg, passes=2):
     """CLIP-ES's loop: for each class one forward of the last block (open_clip's own
-    module, GradCAM activation caught by a hook on ``ln_1``) and one backward."""
+    module, GradCAM activation caught by a hook on ``ln_1``) and one backward; the CAM
+    as its ``pytorch_grad_cam`` makes it (numpy): channel weights = mean of the reshaped
+    gradient over the grid, ``ReLU(Σ weight·activation)``, ``scale_cam_image`` in
+    ``compute_cam_per_layer`` and again after the layer mean in
+    ``aggregate_multi_layers`` (``passes=1``: the second scaling left out)."""
     x_last, _, grid = clip.gradcam_inputs(image[None])
     visual = clip.model.visual
     block = visual.transformer.resblocks[-1]
@@ -31,10 +46,16 @@ def reference_gradcam(clip, image, labels, protos, num_fg):
             tokens = visual.ln_post(x)[:, 1:].mean(dim=1) @ visual.proj
             probs = (clip.logit_scale * F.normalize(tokens, dim=-1) @ text.t()).softmax(-1)
             probs[0, idx].backward()
-        act, grad = store['act'][0, 1:], store['act'].grad[0, 1:]
-        cam = (act * grad.mean(dim=0)).sum(dim=-1).clamp_min(0).reshape(grid)
-        cam = cam - cam.min()
-        cams.append((cam / (cam.max() + 1e-7)).detach())
+
+        def grid_first(t):  # CLIP-ES's reshape_transform: (1, C, h, w) without the class token
+            return t[:, 1:].reshape(1, *grid, -1).permute(0, 3, 1, 2).numpy()
+
+        acts, grads = grid_first(store['act'].detach()), grid_first(store['act'].grad)
+        weights = np.mean(grads, axis=(2, 3))
+        cam = np.maximum((weights[:, :, None, None] * acts).sum(axis=1), 0).astype(np.float32)
+        per_layer = [scale_cam_image(cam)[:, None, :]]
+        result = np.mean(np.maximum(np.concatenate(per_layer, axis=1), 0), axis=1)
+        cams.append(torch.from_numpy(scale_cam_image(result) if passes == 2 else result)[0])
     return torch.stack(cams)
 
 
@@ -57,6 +78,28 @@ def test_batched_equals_per_class_reference(setup, method):
         assert cams.shape == (len(ids), 6, 8)
         assert torch.allclose(cams, ref, atol=1e-5), (cams - ref).abs().max()
         assert float(cams.amax()) > 0.99 and float(cams.amin()) == 0.0
+
+
+def test_small_probability_class_normalised_twice_as_clip_es(tiny_clip):
+    """A class whose softmax probability is ~1e-6 has a raw CAM range comparable to
+    ε = 1e-7: one min-max pass peaks well below 1, CLIP-ES's two passes bring it to 1
+    (and the uint8 box threshold of CAA depends on the peak)."""
+    torch.manual_seed(1)
+    image = torch.randn(1, 3, 48, 64)
+    embed = F.normalize(tiny_clip.forward_dense(image).image_embed, dim=-1)[0]
+    gen = torch.Generator().manual_seed(3)
+    background = F.normalize(embed + 0.3 * torch.randn(3, embed.numel(), generator=gen), dim=-1)
+    foreground = F.normalize(torch.randn(NUM_FG, embed.numel(), generator=gen), dim=-1)
+    foreground[0] = F.normalize(foreground[0] - 0.5 * embed, dim=0)  # class 1: improbable
+    protos = torch.cat([foreground, background])
+    cams = clip_gradcam(tiny_clip, image, [[1, 2]], protos, NUM_FG).cams[0]
+    logits = tiny_clip.logit_scale * embed @ protos[[0, 1, 5, 6, 7]].t()
+    assert float(logits.softmax(-1)[0]) < 1e-5  # the regime of the fix
+    one_pass = reference_gradcam(tiny_clip, image[0], [1, 2], protos, NUM_FG, passes=1)
+    assert float(one_pass[0].amax()) < 0.8
+    ref = reference_gradcam(tiny_clip, image[0], [1, 2], protos, NUM_FG)
+    assert torch.allclose(cams, ref, atol=1e-4), (cams - ref).abs().max()
+    assert float(cams[0].amax()) > 0.9999
 
 
 def test_batch_equals_single_images_and_features(setup):

@@ -7,8 +7,16 @@ from projects.vpl.clip import build_clip
 from conftest import TINY_CLIP_CFG
 
 
-def test_dense_mean_token_matches_open_clip(tiny_clip):
+@pytest.fixture
+def exact_clip():
+    """The tiny CLIP with open_clip's own float32 positional table (no fp16 rounding)."""
+    torch.manual_seed(0)
+    return build_clip(model_cfg=TINY_CLIP_CFG, pos_embed_fp16=False)
+
+
+def test_dense_mean_token_matches_open_clip(exact_clip):
     """The mean-token image embedding equals open_clip's own encode_image with avg pooling."""
+    tiny_clip = exact_clip
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     out = tiny_clip.forward_dense(x)
     tiny_clip.model.visual.pool_type = 'avg'  # open_clip: ln_post, mean of patch tokens, proj
@@ -18,8 +26,9 @@ def test_dense_mean_token_matches_open_clip(tiny_clip):
     assert torch.allclose(out.dense.flatten(2).mean(-1), ref, atol=1e-5)
 
 
-def test_class_token_path_matches_open_clip(tiny_clip):
+def test_class_token_path_matches_open_clip(exact_clip):
     """At native size, our embedding + blocks reproduce open_clip's class-token output."""
+    tiny_clip = exact_clip
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     visual = tiny_clip.model.visual
     tokens, _ = tiny_clip._embed(x)
@@ -78,6 +87,29 @@ def test_frozen_and_stays_in_eval(tiny_clip):
     assert not any(p.requires_grad for p in tiny_clip.parameters())
     tiny_clip.train()
     assert not tiny_clip.training and not tiny_clip.model.training
+
+
+def upsample_pos_emb_reference(pos: torch.Tensor, grid) -> torch.Tensor:
+    """CLIP-ES's ``upsample_pos_emb`` (clip/model.py): the patch part of the table
+    bilinearly resized (``F.upsample``'s default ``align_corners=False``) to ``grid``, the
+    class-token entry kept, the whole table rounded with ``.half()`` — at every size."""
+    first, rest = pos[:1], pos[1:]
+    side = int(rest.shape[0] ** 0.5)
+    rest = rest.t().reshape(1, -1, side, side)
+    rest = F.interpolate(rest, size=grid, mode='bilinear').reshape(pos.shape[1], -1).t()
+    return torch.cat([first, rest]).half()
+
+
+@pytest.mark.parametrize('grid', [(8, 8), (6, 10), (11, 7)])
+def test_positional_table_is_clip_es_fp16_table(tiny_clip, exact_clip, grid):
+    """Default: CLIP-ES's table (rounded to fp16, the native grid included);
+    ``pos_embed_fp16=False``: the same interpolation without the rounding."""
+    pos = tiny_clip.model.visual.positional_embedding.detach()
+    ref = upsample_pos_emb_reference(pos, grid)
+    assert torch.equal(tiny_clip._pos_embed(grid), ref.float())
+    exact = exact_clip._pos_embed(grid)
+    assert not torch.equal(exact, ref.float())
+    assert torch.allclose(exact, ref.float(), atol=1e-3)
 
 
 def test_positional_interpolation_modes_differ_off_native_size():

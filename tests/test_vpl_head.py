@@ -58,6 +58,16 @@ def test_forward_shapes_and_prediction_resize():
     assert not hasattr(head, 'conv_seg')
 
 
+def test_transformer_layers_start_from_their_own_weights():
+    """nn.TransformerEncoder deep-copies one layer; WeCLIP initialises each block."""
+    torch.manual_seed(0)
+    layers = tiny_head(num_layers=3).transformer.layers
+    for name in ('self_attn.in_proj_weight', 'linear1.weight', 'linear2.weight'):
+        weights = [dict(layer.named_parameters())[name] for layer in layers]
+        assert not torch.equal(weights[0], weights[1])
+        assert not torch.equal(weights[1], weights[2])
+
+
 @pytest.mark.parametrize('kwargs', [dict(), dict(classifier='dot'),
                                     dict(balanced_ce=True, rsc_classes='both')])
 def test_loss_decreases_on_a_fixed_batch(kwargs):

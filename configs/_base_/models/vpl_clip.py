@@ -24,10 +24,13 @@ model = dict(
     data_preprocessor=data_preprocessor,
     backbone=dict(
         type='CLIPVisionBackbone',
-        # (a) open_clip name + tag; offline: clip=dict(model_name='ViT-B-16',
-        #     checkpoint='/path/ViT-B-16.pt', force_quick_gelu=True) — see README.
-        clip=dict(model_name='ViT-B-16', pretrained='openai',
-                  pos_interpolation='bilinear'),
+        # open_clip name + tag; offline: clip=dict(model_name='ViT-B-16',
+        # checkpoint='/path/ViT-B-16.pt') — see README. OpenAI's weights were trained
+        # with QuickGELU (open_clip >= 3 would build GELU for the tag; a contradicting
+        # force_quick_gelu is an error). Positional table: bilinear, rounded to fp16 as
+        # CLIP-ES and WeCLIP do (docs/method.md §0, §2).
+        clip=dict(model_name='ViT-B-16', pretrained='openai', force_quick_gelu=True,
+                  pos_interpolation='bilinear', pos_embed_fp16=True),
         out_indices=None),              # None: blocks 1..L-1 (1..11 on ViT-B/16)
     train_cfg=dict(),
     test_cfg=dict(mode='whole'))

@@ -1,5 +1,6 @@
-# VPL phase 1 on COCO-2014 (METHOD §2-§5): as vpl_voc.py with CLIP-ES's COCO prompts
-# (80 classes) and background concepts (23: VOC's list without keyboard and sign).
+# VPL phase 1 on COCO-2014 (docs/method.md §2-§5): as vpl_voc.py with CLIP-ES's COCO
+# prompts (80 classes), background concepts (23: VOC's list without keyboard and sign)
+# and CAA box threshold Φ = 0.7 (generate_cams_coco14.py; VOC 0.4).
 # α = 0.03 per pixel as for VOC ('pixel_mean' does not depend on the number of entries).
 # Full batch over 82k images needs ~57M patch features: stored in float16 (half the
 # memory of VOC's float32); shard over ranks (tools/dist_generate_pseudo_labels.sh) or
@@ -11,5 +12,6 @@ custom_hooks = [
         _base_.custom_hooks[0],
         class_prompts='coco',
         background='coco',
+        cam=dict(_base_.custom_hooks[0].cam, phi=0.7),
         vpl=dict(_base_.custom_hooks[0].vpl, feature_dtype='float16'))
 ]

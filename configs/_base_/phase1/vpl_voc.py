@@ -5,10 +5,13 @@
 # what they change.
 # Where each number comes from (P = the VPL paper / METHOD, C = CLIP-ES's code,
 # O = our choice, documented in projects/vpl/cam/*):
-#   text prototypes: CLIP-ES class synonyms + 25 background concepts,
-#     template 'a clean origami {}.' ('ensemble' = the paper's best, +1.4 mIoU)   C / P
+#   text prototypes: CLIP-ES class synonyms + 25 background concepts, the 'ensemble'
+#     of templates (the paper's headline setting: Table 3 row I = Table 4's
+#     Baseline_e; VPL_e 68.2 vs VPL_s 66.8): OpenAI CLIP's 80 ImageNet templates
+#     (projects/vpl/clip/prompts.py says why); CLIP-ES's baselines keep its single
+#     'a clean origami {}.' (clip_es_voc.py)                                       C / P
 #   GradCAM: input rounded up to multiples of 16, scale 1.0, target = softmax prob
-#     over [present classes; background concepts]                                  C
+#     over [present classes; background concepts], min-max normalised twice        C
 #   CAA: last 8 blocks, 3 Sinkhorn rounds, symmetrise, square once, Φ = 0.4         C / P
 #   VPL target: text-prototype refined CAMs ('cam'; 'text' = the text softmax)      O
 #   τ_T = 0.01, τ_I = 0.03, T_w = 3000                                             P
@@ -19,8 +22,8 @@
 #     here: docs/phase1.md, "Calibrating the VPL learning rate"                     O
 #   full batch over all patches; float64 math (N ranks = 1 rank, bit for bit)     O
 #   background score (1 - max cam)^1                                               C
-#   CRF: 10 iterations, Gaussian sxy 1 compat 3, bilateral sxy 67 srgb 3 compat 4,
-#     confidence < 0.95 -> 255                                                     C
+#   CRF: 10 iterations, Gaussian sxy 1 compat 3, bilateral sxy 67 srgb 3 compat 4
+#     on CLIP-ES's image uint8(BGR - mean), confidence < 0.95 -> 255               C
 custom_hooks = [
     dict(
         type='VisionPrototypeHook',
@@ -28,7 +31,7 @@ custom_hooks = [
         clip=None,                    # None: the model's CLIP backbone
         class_prompts='voc',
         background='voc',
-        templates='single',
+        templates='ensemble',
         out_dir=None,                 # None: the dataset's pseudo_label_dir, else
                                       # {work_dir}/pseudo_labels
         save_cams=False,              # True: refined CAMs for seed mIoU (eval tool)
@@ -39,7 +42,8 @@ custom_hooks = [
                  reduction='pixel_mean', pixels_per_image=None, batch_pixels=None,
                  dtype='float64', feature_dtype='float32', pixel_device=None, seed=0,
                  log_interval=100),
-        crf=dict(iters=10, pos_sxy=1, pos_compat=3, bi_sxy=67, bi_srgb=3, bi_compat=4),
+        crf=dict(iters=10, pos_sxy=1, pos_compat=3, bi_sxy=67, bi_srgb=3, bi_compat=4,
+                 image='clip_es'),
         conf_threshold=0.95,
         num_workers=4)
 ]

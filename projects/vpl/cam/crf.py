@@ -6,10 +6,13 @@ a Gaussian kernel (``sxy=1, compat=3``) and a bilateral kernel (``sxy=67, srgb=3
 compat=4``); 10 mean-field iterations. The label is the argmax mapped to class ids; pixels
 whose posterior maximum is below the confidence threshold (0.95) become 255.
 
-Choice: the bilateral kernel sees the image itself. CLIP-ES feeds it
-``uint8(BGR - mean)``, which wraps negative values around; with ``srgb=3`` only small
-colour differences matter and the wrap preserves those except across the wrap point,
-and the channel order does not change an isotropic colour kernel.
+The image the bilateral kernel sees (``image``): ``'clip_es'`` (default) is what
+CLIP-ES's ``eval_cam_with_crf.py`` feeds it, ``uint8(BGR - (104.008, 116.669, 122.675))``
+— the float-to-uint8 cast truncates towards zero and wraps negatives around (x86 numpy:
+level 103 of the blue channel becomes 255, 104 and 105 both 0) — so that pseudo-masks
+match CLIP-ES's (on natural photos 0.2–0.8 % of pixels differ from feeding the RGB
+image, measured against CLIP-ES's own code); ``'rgb'`` is the plain image, as WeCLIP's
+test-time CRF uses it. The channel order itself does not matter to an isotropic kernel.
 """
 import multiprocessing as mp
 import multiprocessing.pool
@@ -19,6 +22,16 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 IGNORE_INDEX = 255
+CRF_IMAGES = ('clip_es', 'rgb')
+#: The BGR mean CLIP-ES subtracts from the CRF image (``eval_cam_with_crf.py``).
+CLIP_ES_MEAN_BGR = (104.008, 116.669, 122.675)
+
+
+def clip_es_crf_image(image: np.ndarray) -> np.ndarray:
+    """CLIP-ES's CRF image of an RGB uint8 image: ``BGR - mean`` cast to uint8 the way
+    numpy does it on x86 (truncation towards zero, then modulo 256)."""
+    shifted = image[..., ::-1].astype(np.float32) - np.asarray(CLIP_ES_MEAN_BGR, np.float32)
+    return (np.trunc(shifted).astype(np.int64) % 256).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -29,6 +42,8 @@ class CRFParams:
         iters: mean-field iterations.
         pos_sxy / pos_compat: Gaussian (smoothness) kernel.
         bi_sxy / bi_srgb / bi_compat: bilateral (appearance) kernel.
+        image: what the bilateral kernel sees: ``'clip_es'`` or ``'rgb'`` (module
+            docstring).
     """
 
     iters: int = 10
@@ -37,6 +52,11 @@ class CRFParams:
     bi_sxy: float = 67
     bi_srgb: float = 3
     bi_compat: float = 4
+    image: str = 'clip_es'
+
+    def __post_init__(self) -> None:
+        if self.image not in CRF_IMAGES:
+            raise ValueError(f'CRF image must be one of {CRF_IMAGES}, got {self.image!r}')
 
     def to_dict(self) -> dict:
         """Plain dict (config / fingerprint form)."""
@@ -45,14 +65,17 @@ class CRFParams:
 
 def dense_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams = CRFParams()
               ) -> np.ndarray:
-    """Posterior ``(C, H, W)`` float32 of DenseCRF on an RGB uint8 ``(H, W, 3)`` image and
-    a ``(C, H, W)`` score stack."""
+    """Posterior ``(C, H, W)`` float32 of DenseCRF on an RGB uint8 ``(H, W, 3)`` image
+    (shown to the bilateral kernel as ``params.image`` says) and a ``(C, H, W)`` score
+    stack."""
     import pydensecrf.densecrf as dcrf
     from pydensecrf.utils import unary_from_softmax
     num, height, width = probs.shape
     if image.shape != (height, width, 3) or image.dtype != np.uint8:
         raise ValueError(f'CRF needs an RGB uint8 image of {height}x{width}, got '
                          f'{image.shape} {image.dtype}')
+    if params.image == 'clip_es':
+        image = clip_es_crf_image(image)
     crf = dcrf.DenseCRF2D(width, height, num)
     crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probs.astype(np.float32))))
     crf.addPairwiseGaussian(sxy=params.pos_sxy, compat=params.pos_compat)

@@ -6,7 +6,7 @@ target the softmax probability of the class over ``[present classes; background
 concepts]`` with logits ``s·cos(e, z_n)`` (``e`` = ``proj`` of the mean of the
 ``ln_post``-ed patch tokens), the channel weights the mean of the gradient over the
 patch tokens, and the CAM ``ReLU(Σ_channels weight · activation)`` over the patch tokens,
-min-max normalised.
+min-max normalised twice (:func:`cam_from_grads`).
 
 Here all ``(image, class)`` pairs of a batch share one forward of blocks ``1..L-1`` and
 the backward passes are batched, in one of two ways (``method``):
@@ -107,10 +107,18 @@ def cam_from_grads(act: torch.Tensor, grad: torch.Tensor,
                    grid: Tuple[int, int]) -> torch.Tensor:
     """GradCAM from the ``(N, 1+hw, width)`` activation and its gradient: weights = mean
     of the gradient over patch tokens, ``ReLU(Σ weight·act)`` over patch tokens, min-max
-    normalised; ``(N, h, w)``."""
+    normalised **twice**; ``(N, h, w)``.
+
+    Twice, as CLIP-ES's ``pytorch_grad_cam`` does (docs/method.md §2): ``scale_cam_image``
+    per target layer in ``compute_cam_per_layer``, then again on the mean over the (one)
+    layer in ``aggregate_multi_layers``. Both passes add ε = 1e-7 to the maximum, so when
+    the raw range is comparable to ε (a class with a small softmax probability) the
+    first pass peaks below 1 and the second lifts it back towards 1; the uint8 box
+    threshold of CAA depends on that peak.
+    """
     weights = grad[:, 1:].float().mean(dim=1)
     cam = torch.einsum('npc,nc->np', act[:, 1:].float(), weights).clamp_min(0)
-    return minmax_normalise(cam.view(-1, *grid))
+    return minmax_normalise(minmax_normalise(cam.view(-1, *grid)))
 
 
 def clip_gradcam(clip, images: torch.Tensor, labels: Sequence[Sequence[int]],

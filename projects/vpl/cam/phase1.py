@@ -26,9 +26,9 @@ from dataclasses import asdict
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
+from ..utils.dist import barrier, rank_world
 from ..utils.io import atomic_open, atomic_torch_save
 from .affinity import background_score, caa_refine, last_blocks
 from .config import AMP_DTYPES, CAMConfig, Phase1Result, VPLConfig
@@ -43,17 +43,6 @@ from .pseudo_labels import (PseudoLabelWriter, cam_file_path, is_finished,
 
 STATE_FILE = 'phase1_state.json'
 PROTOTYPE_FILE = 'prototypes.pth'
-
-
-def _dist() -> Tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _barrier() -> None:
-    if _dist()[1] > 1:
-        dist.barrier()
 
 
 def _digest(obj) -> str:
@@ -188,7 +177,7 @@ class Phase1:
     # -------------------------------------------------------------------- run
     def run(self, overwrite: bool = False) -> Phase1Result:
         """Run (or load, or resume) phase 1; every rank returns the same prototypes."""
-        rank, world = _dist()
+        rank, world = rank_world()
         fp, t0 = self.fingerprint(), time.perf_counter()
         state = self.read_state()
         if state is not None and state.get('fingerprint') != fp:
@@ -200,7 +189,7 @@ class Phase1:
                     f'{self.out_dir} holds phase-1 output of a different configuration '
                     f'(differs in: {", ".join(diff) or "unknown"}); use another folder or '
                     'overwrite=True (--overwrite) to replace it')
-            _barrier()
+            barrier()
             if rank == 0:
                 self._clear()
             state = None
@@ -209,18 +198,18 @@ class Phase1:
             self.logger(f'phase 1: loaded the finished result in {self.out_dir}')
             return Phase1Result(data['prototypes'], self.text_protos.cpu(), self.num_fg,
                                 self.out_dir, fp, state.get('log', {}), loaded=True)
-        _barrier()
+        barrier()
         if rank == 0:
             os.makedirs(self.out_dir, exist_ok=True)
             self._write_state(done=False)
-        _barrier()
+        barrier()
         log = dict(times={}, world_size=world)
         protos = self._prototypes(log)
         t = time.perf_counter()
         mine = shard(self.records, rank, world)
         todo = [r for r in mine if not is_finished(self.out_dir, r.name, self.cam_dir)]
         self._write_labels(todo, protos)
-        _barrier()
+        barrier()
         log['times']['pseudo_labels'] = time.perf_counter() - t
         log['times']['total'] = time.perf_counter() - t0
         log['images'] = len(self.records)
@@ -230,7 +219,7 @@ class Phase1:
                     f'{log["times"]["total"]:.1f} s')
         if rank == 0:
             self._write_state(done=True, log=log)
-        _barrier()
+        barrier()
         return Phase1Result(protos.cpu(), self.text_protos.cpu(), self.num_fg,
                             self.out_dir, fp, log)
 
@@ -262,18 +251,18 @@ class Phase1:
             return data['prototypes'].to(self.clip.device)
         else:
             protos = self._learn(log)
-        if _dist()[0] == 0:
+        if rank_world()[0] == 0:
             atomic_torch_save(dict(prototypes=protos.cpu(), num_fg=self.num_fg,
                                    fingerprint=self.fingerprint(),
                                    log={k: v for k, v in log.items() if k != 'times'}),
                               path)
-        _barrier()
+        barrier()
         return protos
 
     def collect_pixels(self) -> PixelSet:
         """Pass 1 over this rank's shard: pixel features, VPL targets and patch labels
         (GT when every image has a mask, else the text-prototype seeds)."""
-        rank, world = _dist()
+        rank, world = rank_world()
         vpl = self.vpl
         tau_t = vpl.tau_t if vpl.tau_t is not None else 1.0 / self.clip.logit_scale
         with_gt = all(r.seg_map_path and os.path.isfile(r.seg_map_path) for r in self.records)

@@ -35,8 +35,9 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
+
+from ..utils.dist import all_reduce_sum, rank_world
 
 VPL_TARGETS = ('text', 'cam')
 REDUCTIONS = ('pixel_mean', 'element_mean')
@@ -153,13 +154,6 @@ class PixelSetBuilder:
                         labels_source)
 
 
-def _all_reduce(t: torch.Tensor) -> torch.Tensor:
-    """Sum over ranks when a process group of more than one rank is up."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
-    return t
-
-
 def _loss_and_grad(pixels: PixelSet, idx: Optional[torch.Tensor], protos: torch.Tensor,
                    tau_i: float, chunk: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Summed loss and summed gradient ``Σ_k (P_k - P'_k)ᵀ x_k / τ_I`` over the pixels
@@ -221,12 +215,12 @@ def learn_prototypes(pixels: PixelSet, init: torch.Tensor, tau_i: float = 0.03,
     protos = F.normalize(init.detach().to(device, dtype), dim=1)
     local = len(pixels)
     batch = None if batch_pixels is None else min(int(batch_pixels), local)
-    count = _all_reduce(torch.tensor(float(local if batch is None else batch),
+    count = all_reduce_sum(torch.tensor(float(local if batch is None else batch),
                                      dtype=torch.float64, device=device)).item()
     if count == 0:
         raise ValueError('learn_prototypes: no pixel features on any rank')
     denom = count * (protos.shape[0] if reduction == 'element_mean' else 1)
-    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    rank = rank_world()[0]
     gen = torch.Generator().manual_seed(seed * 7919 + rank)
     history = []
     for it in range(iters + 1):
@@ -236,11 +230,11 @@ def learn_prototypes(pixels: PixelSet, init: torch.Tensor, tau_i: float = 0.03,
                    else torch.zeros(0, dtype=torch.long))
         loss, grad = _loss_and_grad(pixels, idx, protos, tau_i, chunk)
         if batch is not None and it == iters:  # final loss over all pixels, for the log
-            count_all = _all_reduce(torch.tensor(float(local), dtype=torch.float64,
+            count_all = all_reduce_sum(torch.tensor(float(local), dtype=torch.float64,
                                                  device=device)).item()
-            loss = _all_reduce(loss) / count_all
+            loss = all_reduce_sum(loss) / count_all
         else:
-            both = _all_reduce(torch.cat([loss.reshape(1), grad.flatten()]))
+            both = all_reduce_sum(torch.cat([loss.reshape(1), grad.flatten()]))
             loss, grad = both[0] / count, both[1:].view_as(grad)
         if it % log_interval == 0 or it == iters:
             history.append((it, float(loss)))
@@ -296,9 +290,9 @@ def gap_metrics(pixels: PixelSet, protos: torch.Tensor, text_protos: torch.Tenso
                                  (pred == lab)[fg].sum(), fg.sum()]).double()
             sums.index_add_(0, lab[valid], x[valid].double())
             counts += torch.bincount(lab[valid], minlength=num_fg + 1).double()
-    _all_reduce(sums)
-    _all_reduce(counts)
-    _all_reduce(hits)
+    all_reduce_sum(sums)
+    all_reduce_sum(counts)
+    all_reduce_sum(hits)
     present = counts[1:] > 0
     if present.any():
         cos = F.cosine_similarity(sums[1:][present].float(), protos[:num_fg][present], dim=1)

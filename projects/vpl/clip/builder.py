@@ -1,40 +1,79 @@
 """Build a :class:`FrozenCLIP` from open_clip: a named model, a local file or an inline config.
 
-Three ways, one result (METHOD §0: ``ViT-B-16`` with ``openai`` weights is the paper's):
+Three ways, one result (docs/method.md §0: ``ViT-B-16`` with ``openai`` weights is the paper's):
 
 (a) ``build_clip(model_name='ViT-B-16', pretrained='openai')`` — open_clip's registry;
     the weights come from its download cache (``cache_dir``, default the Hugging Face
     cache). Offline with no cached copy → a ``FileNotFoundError`` that says which file to
     fetch and how to pass it as (b).
-(b) ``build_clip(model_name='ViT-B-16', checkpoint='/path/ViT-B-16.pt', force_quick_gelu=True)``
-    — a local weights file (OpenAI's ``.pt``, an open_clip ``.bin``/``.safetensors``), or a
-    project checkpoint (a dict with ``model_cfg``, ``state_dict`` and optionally ``vocab``,
-    ``mean``, ``std``, as the toy CLIP ships) with no ``model_name`` needed.
+(b) ``build_clip(model_name='ViT-B-16', checkpoint='/path/ViT-B-16.pt')`` — a local
+    weights file: OpenAI's TorchScript ``.pt`` (read with ``torch.jit.load``; open_clip 3
+    cannot read it under torch >= 2.6), an open_clip ``.bin`` / ``.pt`` / ``.safetensors``
+    state dict, or a project checkpoint (a dict with ``model_cfg``, ``state_dict`` and
+    optionally ``vocab``, ``mean``, ``std``, as the toy CLIP ships) with no
+    ``model_name`` needed.
 (c) ``build_clip(model_cfg=dict(embed_dim=..., vision_cfg=..., text_cfg=...))`` — an
     inline open_clip model config, randomly initialised (tiny test models), optionally
-    with ``checkpoint`` holding its weights.
+    with ``checkpoint`` holding its weights; ``build_clip(model_name='ViT-B-16',
+    force_quick_gelu=True)`` without weights is the real architecture, randomly
+    initialised (CPU rehearsals, benchmarks).
+
+**Activation** (docs/method.md §0). OpenAI's weights were trained with QuickGELU; open_clip
+>= 3 no longer switches it on for the ``openai`` tag (it warns and builds ``nn.GELU``).
+``force_quick_gelu=None`` (default) takes the activation the weights were trained with
+when their source tells it — the ``openai`` tag or any tag open_clip marks
+``quick_gelu``, OpenAI's TorchScript file — and otherwise the model config's. Where the
+source tells it, an explicit ``force_quick_gelu`` that contradicts it is an error, and a
+local state-dict file that does not tell it needs ``force_quick_gelu`` stated (True for
+OpenAI's weights converted by open_clip / timm, False for most others). The activation
+used is part of the model identity (fingerprints, caches).
 """
 import os
+import zipfile
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 
 from .model import OPENAI_MEAN, OPENAI_STD, FrozenCLIP
 
+# OpenAI's TorchScript archives carry these non-weight entries in their state dict.
+_OPENAI_EXTRA_KEYS = ('input_resolution', 'context_length', 'vocab_size')
 
-def _load_file(path: str) -> object:
-    """``torch.load`` a checkpoint; tensors and plain containers only."""
+
+def _is_torchscript(path: str) -> bool:
+    """Whether ``path`` is a TorchScript archive (the format of OpenAI's CLIP ``.pt``)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(n.endswith('constants.pkl') or '/code/' in n for n in zf.namelist())
+
+
+def _load_file(path: str) -> Tuple[object, str]:
+    """Read a weights file: ``(content, kind)`` with ``kind`` one of ``'project'`` (a
+    project checkpoint dict), ``'openai'`` (OpenAI's TorchScript archive, returned as its
+    state dict), ``'state_dict'`` (a pickled state dict, or None for the formats only
+    open_clip's ``load_checkpoint`` reads: safetensors, numpy)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f'CLIP checkpoint {path!r} does not exist')
+    if _is_torchscript(path):
+        try:
+            state = torch.jit.load(path, map_location='cpu').state_dict()
+        except RuntimeError as e:
+            raise ValueError(f'{path}: unreadable TorchScript CLIP archive ({e})') from None
+        for key in _OPENAI_EXTRA_KEYS:
+            state.pop(key, None)
+        return state, 'openai'
+    if path.endswith(('.safetensors', '.npz', '.npy')):
+        return None, 'state_dict'
     try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except RuntimeError:  # e.g. OpenAI's TorchScript archives: let open_clip read them
-        return None
-
-
-def _project_checkpoint(obj: object) -> bool:
-    return isinstance(obj, dict) and 'model_cfg' in obj and 'state_dict' in obj
+        obj = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # noqa: BLE001 — any unreadable file: name it
+        raise ValueError(f'{path}: not a readable weights file ({type(e).__name__}: '
+                         f'{str(e).splitlines()[0] if str(e) else e})') from None
+    if isinstance(obj, dict) and 'model_cfg' in obj and 'state_dict' in obj:
+        return obj, 'project'
+    return obj, 'state_dict'
 
 
 def _tokenizer_for(model_cfg: dict, vocab: Optional[torch.Tensor]):
@@ -53,6 +92,44 @@ def _tokenizer_for(model_cfg: dict, vocab: Optional[torch.Tensor]):
     return tokenizer
 
 
+def tag_quick_gelu(model_name: str, pretrained: str) -> Optional[bool]:
+    """The activation a pretrained tag's weights were trained with: True (QuickGELU),
+    False (GELU) or None (this open_clip's registry does not say).
+
+    ``openai`` is QuickGELU on every open_clip version. open_clip >= 2.24 marks the other
+    QuickGELU tags with ``quick_gelu=True``; where its registry marks OpenAI's own tag,
+    an unmarked tag is GELU.
+    """
+    import open_clip
+    if pretrained.lower() == 'openai':
+        return True
+    cfg = open_clip.get_pretrained_cfg(model_name, pretrained) or {}
+    if cfg.get('quick_gelu'):
+        return True
+    marks = (open_clip.get_pretrained_cfg('ViT-B-32', 'openai') or {}).get('quick_gelu')
+    return False if marks and cfg else None
+
+
+def resolve_quick_gelu(force_quick_gelu: Optional[bool], trained_with: Optional[bool],
+                       config_default: bool, source: str) -> bool:
+    """The activation to build (module docstring): the weights' own when known, else the
+    model config's; an explicit contradiction of known weights is a ``ValueError``."""
+    def name(q: bool) -> str:
+        return 'QuickGELU' if q else 'GELU'
+
+    if trained_with is not None:
+        if force_quick_gelu is not None and bool(force_quick_gelu) != trained_with:
+            raise ValueError(
+                f'{source} was trained with {name(trained_with)} but the config asks for '
+                f'{name(bool(force_quick_gelu))} (force_quick_gelu={force_quick_gelu}): '
+                f'every feature would be computed with the wrong activation. Set '
+                f'force_quick_gelu={trained_with} or leave it out.')
+        return trained_with
+    if force_quick_gelu is not None:
+        return bool(force_quick_gelu)
+    return config_default
+
+
 def _missing_weights_error(model_name: str, pretrained: str, cause: Exception
                            ) -> FileNotFoundError:
     import open_clip
@@ -64,7 +141,8 @@ def _missing_weights_error(model_name: str, pretrained: str, cause: Exception
     if cfg.get('url'):
         where.append(cfg['url'])
     hint = ' or '.join(where) or 'the weights file of this model'
-    quick = ', force_quick_gelu=True' if cfg.get('quick_gelu') else ''
+    quick = tag_quick_gelu(model_name, pretrained)
+    quick = '' if quick is None else f', force_quick_gelu={quick}'
     return FileNotFoundError(
         f'cannot load open_clip weights {model_name!r} / {pretrained!r}: not in the '
         f'local cache and not downloadable here ({cause}). Download {hint} on a machine '
@@ -73,10 +151,18 @@ def _missing_weights_error(model_name: str, pretrained: str, cause: Exception
         'open_clip / Hugging Face cache and set cache_dir).')
 
 
+def _load_state(model: torch.nn.Module, state: dict, path: str) -> None:
+    missing, unexpected = model.load_state_dict(
+        {k: v.float() for k, v in state.items()}, strict=False)
+    if missing or unexpected:
+        raise KeyError(f'{path}: weights do not fit the model config: '
+                       f'missing {missing[:5]}, unexpected {unexpected[:5]}')
+
+
 def build_clip(model_name: Optional[str] = None, pretrained: Optional[str] = None,
                checkpoint: Optional[str] = None, model_cfg: Optional[dict] = None,
-               force_quick_gelu: bool = False, cache_dir: Optional[str] = None,
-               pos_interpolation: str = 'bilinear',
+               force_quick_gelu: Optional[bool] = None, cache_dir: Optional[str] = None,
+               pos_interpolation: str = 'bilinear', pos_embed_fp16: bool = True,
                mean: Optional[Sequence[float]] = None,
                std: Optional[Sequence[float]] = None,
                device: Optional[str] = None) -> FrozenCLIP:
@@ -87,9 +173,12 @@ def build_clip(model_name: Optional[str] = None, pretrained: Optional[str] = Non
         pretrained: an open_clip pretrained tag (``'openai'``).
         checkpoint: a local weights file or a project checkpoint.
         model_cfg: an inline open_clip model config (``open_clip.model.CLIP(**model_cfg)``).
-        force_quick_gelu: QuickGELU activations, needed for OpenAI's weights given as a file.
+        force_quick_gelu: QuickGELU (True) or GELU (False); None: the weights' own
+            (module docstring, "Activation").
         cache_dir: open_clip download cache for (a).
         pos_interpolation: ``'bilinear'`` (CLIP-ES, default) or ``'bicubic'``.
+        pos_embed_fp16: round the interpolated positional table to float16, as CLIP-ES
+            and WeCLIP do on every device (docs/method.md §2, "Precision").
         mean, std: override CLIP's normalisation (defaults: the checkpoint's, else OpenAI's).
         device: where to put the model (default: CPU; the runner moves it later).
     """
@@ -102,47 +191,70 @@ def build_clip(model_name: Optional[str] = None, pretrained: Optional[str] = Non
     if model_name is not None and model_cfg is not None:
         raise ValueError('give either model_name or model_cfg, not both')
 
-    ckpt = _load_file(checkpoint) if checkpoint is not None else None
+    ckpt, kind = _load_file(checkpoint) if checkpoint is not None else (None, None)
     vocab, ckpt_mean, ckpt_std = None, None, None
-    identity = dict(model_name=model_name, pretrained=pretrained, model_cfg=model_cfg,
-                    checkpoint=os.path.basename(checkpoint) if checkpoint else None,
-                    quick_gelu=force_quick_gelu)
-    if _project_checkpoint(ckpt):
+    if kind == 'project':
         if model_name is not None:
             raise ValueError(f'{checkpoint}: this checkpoint carries its own model_cfg; '
                              'do not give model_name with it')
         model_cfg = dict(model_cfg or ckpt['model_cfg'])
         vocab, ckpt_mean, ckpt_std = ckpt.get('vocab'), ckpt.get('mean'), ckpt.get('std')
-        identity['model_cfg'] = model_cfg
 
     if model_cfg is not None:
         cfg = dict(model_cfg)
-        if force_quick_gelu:
-            cfg['quick_gelu'] = True
+        source = f'the CLIP weights {checkpoint}' if checkpoint else 'this CLIP'
+        cfg['quick_gelu'] = resolve_quick_gelu(
+            force_quick_gelu, True if kind == 'openai' else None,
+            bool(cfg.get('quick_gelu', False)), source)
         model = open_clip.model.CLIP(**cfg)
         if ckpt is not None:
-            state = ckpt['state_dict'] if _project_checkpoint(ckpt) else ckpt
-            missing, unexpected = model.load_state_dict(
-                {k: v.float() for k, v in state.items()}, strict=False)
-            if missing or unexpected:
-                raise KeyError(f'{checkpoint}: weights do not fit the model config: '
-                               f'missing {missing[:5]}, unexpected {unexpected[:5]}')
+            _load_state(model, ckpt['state_dict'] if kind == 'project' else ckpt,
+                        checkpoint)
+        elif checkpoint is not None:  # safetensors / numpy: open_clip reads them
+            open_clip.load_checkpoint(model, checkpoint)
         tokenizer = _tokenizer_for(cfg, vocab)
+        quick = cfg['quick_gelu']
     else:
-        source = checkpoint if checkpoint is not None else pretrained
+        name_cfg = open_clip.get_model_config(model_name)
+        if name_cfg is None:
+            raise ValueError(f'unknown open_clip model {model_name!r}; models: '
+                             f'{open_clip.list_models()[:20]}...')
+        trained_with = None
+        if pretrained is not None:
+            trained_with = tag_quick_gelu(model_name, pretrained)
+            source = f'open_clip {model_name!r} / {pretrained!r}'
+        elif kind == 'openai':
+            trained_with, source = True, f"{checkpoint} (OpenAI's TorchScript weights)"
+        else:
+            source = f'{checkpoint}' if checkpoint else f'a random {model_name}'
+            if (checkpoint is not None and force_quick_gelu is None
+                    and not name_cfg.get('quick_gelu')):
+                raise ValueError(
+                    f'{checkpoint}: the file does not tell which activation its weights '
+                    f'were trained with; state it in the CLIP config: '
+                    'force_quick_gelu=True for OpenAI\'s weights (also as converted by '
+                    'open_clip / timm, e.g. timm/vit_base_patch16_clip_224.openai), '
+                    'False for GELU-trained weights (e.g. LAION / DataComp)')
+        quick = resolve_quick_gelu(force_quick_gelu, trained_with,
+                                   bool(name_cfg.get('quick_gelu', False)), source)
         try:
-            model = open_clip.create_model(model_name, pretrained=source,
-                                           force_quick_gelu=force_quick_gelu,
-                                           cache_dir=cache_dir, device='cpu')
+            model = open_clip.create_model(
+                model_name, pretrained=pretrained if kind != 'state_dict' else checkpoint,
+                force_quick_gelu=quick, cache_dir=cache_dir, device='cpu')
         except RuntimeError as e:
             if pretrained is not None and 'download' in str(e).lower():
                 raise _missing_weights_error(model_name, pretrained, e) from None
             raise
+        if kind == 'openai':
+            _load_state(model, ckpt, checkpoint)
         tokenizer = open_clip.get_tokenizer(model_name)
         pre = open_clip.get_pretrained_cfg(model_name, pretrained) if pretrained else {}
         ckpt_mean, ckpt_std = pre.get('mean'), pre.get('std')
+    identity = dict(model_name=model_name, pretrained=pretrained, model_cfg=model_cfg,
+                    checkpoint=os.path.basename(checkpoint) if checkpoint else None,
+                    quick_gelu=bool(quick), pos_embed_fp16=bool(pos_embed_fp16))
     clip = FrozenCLIP(model, tokenizer, identity,
                       mean=mean or ckpt_mean or OPENAI_MEAN,
                       std=std or ckpt_std or OPENAI_STD,
-                      pos_interpolation=pos_interpolation)
+                      pos_interpolation=pos_interpolation, pos_embed_fp16=pos_embed_fp16)
     return clip.to(device) if device is not None else clip

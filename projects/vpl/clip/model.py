@@ -13,7 +13,9 @@
 Input sizes: any ``H×W`` whose sides are multiples of the patch size. The positional
 embedding is interpolated to the patch grid — bilinearly with ``align_corners=False``
 and the class-token entry kept as is, as CLIP-ES does it (``pos_interpolation='bicubic'``
-is the alternative). A size that is not a multiple of the patch is an error (the data
+is the alternative) — and, with ``pos_embed_fp16`` (default), the whole table is rounded
+to float16 as CLIP-ES's and WeCLIP's ``upsample_pos_emb`` do (``emb.half()``) on every
+device and at every size, the native grid included (docs/method.md §2). A size that is not a multiple of the patch is an error (the data
 pipelines and the CAM code resize images to multiples of the patch, as CLIP-ES rounds up).
 
 Every method takes images already normalised with CLIP's mean/std (``FrozenCLIP.mean``
@@ -55,11 +57,12 @@ class FrozenCLIP(nn.Module):
         mean: CLIP's RGB normalisation mean (0–1 scale).
         std: CLIP's RGB normalisation std (0–1 scale).
         pos_interpolation: ``'bilinear'`` (CLIP-ES) or ``'bicubic'``.
+        pos_embed_fp16: round the (interpolated) positional table to float16 (CLIP-ES).
     """
 
     def __init__(self, model: nn.Module, tokenizer, identity: dict,
                  mean: Sequence[float] = OPENAI_MEAN, std: Sequence[float] = OPENAI_STD,
-                 pos_interpolation: str = 'bilinear') -> None:
+                 pos_interpolation: str = 'bilinear', pos_embed_fp16: bool = True) -> None:
         super().__init__()
         visual = model.visual
         blocks = getattr(getattr(visual, 'transformer', None), 'resblocks', None)
@@ -80,6 +83,7 @@ class FrozenCLIP(nn.Module):
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
         self.pos_interpolation = pos_interpolation
+        self.pos_embed_fp16 = bool(pos_embed_fp16)
         self.patch_size = int(visual.conv1.kernel_size[0])
         self.width = int(visual.conv1.out_channels)
         self.num_layers = len(blocks)
@@ -125,22 +129,22 @@ class FrozenCLIP(nn.Module):
 
     # ------------------------------------------------------------ the forward
     def _pos_embed(self, grid: Tuple[int, int]) -> torch.Tensor:
-        """Positional embedding interpolated to ``grid`` (METHOD §2), cached per grid."""
+        """Positional embedding interpolated to ``grid`` (docs/method.md §2), rounded to
+        float16 with ``pos_embed_fp16``; cached per grid."""
         if grid not in self._pos_cache:
             pos = self.model.visual.positional_embedding
             src = self.model.visual.grid_size
-            if tuple(grid) == tuple(src):
-                out = pos
-            else:
-                cls_pos, patch_pos = pos[:1], pos[1:]
+            out = pos.float()
+            if tuple(grid) != tuple(src):
+                cls_pos, patch_pos = out[:1], out[1:]
                 patch_pos = patch_pos.reshape(1, src[0], src[1], -1).permute(0, 3, 1, 2)
-                patch_pos = F.interpolate(patch_pos.float(), size=grid,
-                                          mode=self.pos_interpolation,
+                patch_pos = F.interpolate(patch_pos, size=grid, mode=self.pos_interpolation,
                                           align_corners=False)
-                patch_pos = patch_pos.to(pos.dtype).permute(0, 2, 3, 1).reshape(
-                    grid[0] * grid[1], -1)
+                patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1)
                 out = torch.cat([cls_pos, patch_pos], dim=0)
-            self._pos_cache[grid] = out.detach()
+            if self.pos_embed_fp16:
+                out = out.half()
+            self._pos_cache[grid] = out.to(pos.dtype).detach()
         return self._pos_cache[grid]
 
     def _apply(self, fn, *args, **kwargs):
@@ -261,9 +265,26 @@ class FrozenCLIP(nn.Module):
     # ------------------------------------------------------------------ text
     @torch.no_grad()
     def encode_text(self, texts: List[str]) -> torch.Tensor:
-        """L2-normalised text embeddings (T, D) of the given prompts."""
+        """L2-normalised text embeddings (T, D) of the given prompts.
+
+        The context is cut after the longest prompt's end-of-text token: the text tower
+        is causal and pools at that token, so nothing after it changes the result (the
+        same embeddings, ~5x less work for CLIP's 77-token context and short prompts).
+        """
         tokens = self.tokenizer(list(texts)).to(self.device)
-        return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+        model = self.model
+        pool = getattr(model, 'text_pool_type', 'argmax')
+        pos, mask = getattr(model, 'positional_embedding', None), getattr(model, 'attn_mask', None)
+        if pool not in ('argmax', 'eos') or not isinstance(pos, nn.Parameter) or mask is None:
+            return F.normalize(model.encode_text(tokens).float(), dim=-1)
+        length = int((tokens != 0).int().cumsum(1).argmax(1).max()) + 1
+        model.positional_embedding = nn.Parameter(pos[:length], requires_grad=False)
+        model.attn_mask = mask[:length, :length]
+        try:
+            out = model.encode_text(tokens[:, :length])
+        finally:
+            model.positional_embedding, model.attn_mask = pos, mask
+        return F.normalize(out.float(), dim=-1)
 
     def _check_blocks(self, *groups: Sequence[int]) -> None:
         for group in groups:

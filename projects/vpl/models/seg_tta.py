@@ -25,7 +25,7 @@ from ..cam.crf import CRFParams, dense_crf
 
 #: WeCLIP's inference CRF (METHOD §6).
 WECLIP_TEST_CRF = dict(iters=10, pos_sxy=3, pos_compat=3, bi_sxy=64, bi_srgb=5,
-                       bi_compat=4)
+                       bi_compat=4, image='rgb')
 
 
 @MODELS.register_module()
@@ -37,8 +37,8 @@ class VPLSegTTAModel(SegTTAModel):
         merge: ``'logits'`` (average logits, WeCLIP; default) or ``'probs'`` (average
             softmax probabilities, MMSeg's ``SegTTAModel``).
         use_crf: run DenseCRF on the merged probabilities.
-        crf: CRF parameters (:class:`projects.vpl.cam.crf.CRFParams` fields); default
-            WeCLIP's inference CRF.
+        crf: CRF parameters (:class:`projects.vpl.cam.crf.CRFParams` fields) that
+            replace those of WeCLIP's inference CRF (the default; RGB image).
         data_preprocessor: as in :class:`mmengine.model.BaseTTAModel`.
     """
 
@@ -51,7 +51,7 @@ class VPLSegTTAModel(SegTTAModel):
                              f'got {merge!r}')
         self.merge = merge
         self.use_crf = use_crf
-        self.crf_params = CRFParams(**(WECLIP_TEST_CRF if crf is None else crf))
+        self.crf_params = CRFParams(**dict(WECLIP_TEST_CRF, **(crf or {})))
 
     def merge_probs(self, logits: torch.Tensor) -> torch.Tensor:
         """``(V, K, H, W)`` per-view logits -> ``(K, H, W)`` merged probabilities."""

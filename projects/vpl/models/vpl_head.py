@@ -130,6 +130,10 @@ class VPLHead(BaseDecodeHead):
             activation=quick_gelu, batch_first=True, norm_first=True)
         self.transformer = nn.TransformerEncoder(layer, num_layers,
                                                  enable_nested_tensor=False)
+        for block in self.transformer.layers:  # deep copies of `layer`: initialise each
+            block.self_attn._reset_parameters()  # on its own, as WeCLIP's blocks are
+            for module in (block.linear1, block.linear2, block.norm1, block.norm2):
+                module.reset_parameters()
         self.embed = nn.Conv2d(channels, embed_dims, 1)
 
         self.prototypes = nn.Parameter(
