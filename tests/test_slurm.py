@@ -10,7 +10,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 
 import pytest
 

@@ -223,6 +223,23 @@ class Phase1:
         return Phase1Result(protos.cpu(), self.text_protos.cpu(), self.num_fg,
                             self.out_dir, fp, log)
 
+    def learn(self, overwrite: bool = False) -> Tuple[torch.Tensor, dict]:
+        """The prototypes without pass 2: ``Z`` in text mode, else ``W`` (pass 1 +
+        learning, or ``out_dir/prototypes.pth`` when its fingerprint matches), and the log
+        (loss, gap figures; times when learned now). For tools that score prototypes on
+        other splits (:meth:`with_prototypes`) without this split's pseudo-labels.
+        ``overwrite``: replace a prototype file of another configuration."""
+        path = os.path.join(self.out_dir, PROTOTYPE_FILE)
+        if rank_world()[0] == 0:
+            os.makedirs(self.out_dir, exist_ok=True)
+            if overwrite and os.path.isfile(path):
+                saved = torch.load(path, map_location='cpu', weights_only=True)
+                if saved.get('fingerprint') != self.fingerprint():
+                    os.unlink(path)
+        barrier()
+        log = dict(times={}, world_size=rank_world()[1])
+        return self._prototypes(log), log
+
     def _missing(self) -> List[str]:
         return [r.name for r in self.records
                 if not is_finished(self.out_dir, r.name, self.cam_dir)]

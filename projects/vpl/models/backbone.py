@@ -17,8 +17,9 @@ class CLIPVisionBackbone(BaseModule):
     ``None`` is every block but the last — ``0..10``, blocks 1–11, on ViT-B/16: WeCLIP's
     decoder input — whatever the depth of the CLIP). Any MMSeg decode head accepts them;
     :class:`~projects.vpl.models.CLIPEncoderDecoder` fills a head's input widths, indices
-    and prototype dimension from :attr:`out_channels` and :attr:`embed_dims`. CLIP never trains: no parameter requires grad and it stays in eval mode
-    when the model is put in train mode.
+    and prototype dimension from :attr:`out_channels` and :attr:`embed_dims`. CLIP never
+    trains: no parameter requires grad and it stays in eval mode when the model is put in
+    train mode.
 
     Normalisation: CLIP's mean/std are applied by the model's ``SegDataPreProcessor``
     (``configs/_base_/models/vpl_clip.py``), not here. Input sides must be multiples of

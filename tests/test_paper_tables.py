@@ -1,0 +1,93 @@
+"""tools/analysis/paper_tables.py on a cut-down toy config: every table, the paper's
+column, reuse of the main runs, and resuming (stages skipped when their results exist).
+
+The figures of so small a run mean nothing; the test checks the tool's wiring.
+"""
+import json
+import sys
+
+import pytest
+
+from conftest import ONE_THREAD, ROOT
+from test_tools import run_tool
+
+CONFIG = ROOT / 'tests/configs/toy_paper_tables.py'
+
+
+def _run(tmp_path, *extra):
+    return run_tool([sys.executable, 'tools/analysis/paper_tables.py', str(CONFIG),
+                     '--work-dir', str(tmp_path / 'work'), '--json', str(tmp_path / 'r.json'),
+                     '--markdown', str(tmp_path / 'r.md'), '--tau-i', '0.03', '0.05',
+                     '--phi', '0.4', '0.3', '--t-w', '20', '10',
+                     '--templates-single', 'a photo of a {}.', *extra,
+                     '--cfg-options', *[f'{d}.data_root={tmp_path / "world"}' for d in (
+                         'train_dataloader.dataset.dataset', 'val_dataloader.dataset',
+                         'test_dataloader.dataset')]], env_extra=ONE_THREAD)
+
+
+@pytest.mark.slow
+def test_paper_tables_on_the_toy_world(tmp_path):
+    log = _run(tmp_path)
+    report = json.loads((tmp_path / 'r.json').read_text())
+    assert not report['paper_comparable']  # the toy world: no paper column
+    assert report['splits']['train']['images'] == report['splits']['table1']['images'] == 16
+    assert report['splits']['val']['images'] == 8
+    t3 = {r['id']: r for r in report['table3']}
+    assert list(t3) == ['I', 'II', 'III', 'IV', 'V', 'VI']
+    assert [t3[i]['paper'] for i in t3] == [63.3, 68.2, 71.3, 75.5, 77.2, 78.5]
+    assert all(0 <= t3[i]['val'] <= 100 for i in t3)
+    assert all(t3[i]['train'] is None for i in ('IV', 'V', 'VI'))
+    # Table 1 = the train side of rows I-III
+    t1 = {r['method']: r for r in report['table1']}
+    assert t1['CLIP-ES']['seed'] == t3['I']['train']
+    assert t1['CLIP-ES + VPL']['seed'] == t3['II']['train']
+    assert t1['CLIP-ES + VPL']['pseudo'] == t3['III']['train']
+    assert (t1['CLIP-ES']['paper_seed'], t1['CLIP-ES + VPL']['paper_pseudo']) == (70.8, 78.4)
+    # the config's own settings reuse the main runs; other values are runs of their own
+    t4 = {r['id']: r for r in report['table4']}
+    assert (t4['Baseline_e']['val'], t4['VPL_e']['val']) == (t3['I']['val'], t3['II']['val'])
+    assert t4['VPL_s']['paper'] == 66.8 and t4['Baseline_s']['paper'] is None
+    for key, own, other in (('tau_i', 0.03, 0.05), ('phi', 0.4, 0.3), ('t_w', 20, 10)):
+        rows = {r['value']: r for r in report['sweeps'][key]}
+        assert (rows[own]['val'], rows[own]['train']) == (t3['II']['val'], t3['II']['train'])
+        assert rows[other]['paper'] is None and f'phase1_{key}={other:g}' in report['stages']
+    assert [r['paper_best'] for r in report['sweeps']['tau_i']] == [True, False]
+    gap = report['gap']
+    assert gap['text']['proto_shift'] == 0 and gap['vision']['proto_shift'] > 0
+    markdown = (tmp_path / 'r.md').read_text()
+    assert '## Table 3' in markdown and '## Table 7' in markdown and '63.3' not in markdown
+    assert not any(s['cached'] for s in report['stages'].values())
+
+    # a rerun skips every stage and reports the same tables
+    ckpt = tmp_path / 'work/decoder_rsc/iter_4.pth'
+    mtime = ckpt.stat().st_mtime_ns
+    log = _run(tmp_path)
+    again = json.loads((tmp_path / 'r.json').read_text())
+    assert all(s['cached'] for s in again['stages'].values())
+    assert log.count('done before') == len(report['stages'])
+    for key in ('table1', 'table3', 'table4', 'sweeps', 'gap'):
+        assert again[key] == report[key], key
+    # a lost stage result is remade from what is on disk: the decoder is not retrained
+    (tmp_path / 'work/stages/decoder_rsc.json').unlink()
+    _run(tmp_path, '--skip', 'table4', 'tau_i', 'phi', 't_w')
+    third = json.loads((tmp_path / 'r.json').read_text())
+    assert not third['stages']['decoder_rsc']['cached']
+    assert ckpt.stat().st_mtime_ns == mtime
+    assert third['table3'] == report['table3'] and third['table4'] is None
+
+
+def test_markdown_shows_the_papers_numbers_for_voc():
+    from projects.vpl.evaluation.paper import TABLE3, format_markdown, sweep_rows
+    report = dict(config='configs/vpl_clip_voc.py', paper_comparable=True,
+                  splits=dict(table1=dict(name='train', images=1464),
+                              val=dict(name='val', images=1449)),
+                  table1=[dict(method='CLIP-ES', seed=70.1, pseudo=74.2, paper_seed=70.8,
+                               paper_pseudo=75.0)],
+                  table3=[dict(id=i, name=n, val=60.0, train=None, paper=p)
+                          for i, n, p in TABLE3],
+                  sweeps=dict(phi=sweep_rows('phi', {0.3: dict(val=1.0, train=2.0),
+                                                     0.4: dict(val=3.0, train=4.0)})))
+    md = format_markdown(report)
+    assert '| CLIP-ES | 70.10 | 70.8 | 74.20 | 75.0 |' in md
+    assert '| VI | + CRF at test | 60.00 | 78.5 | — |' in md
+    assert '| 0.4 | 3.00 | 4.00 |  | ✓ |' in md and '| 0.3 | 1.00 | 2.00 |  |  |' in md
