@@ -76,6 +76,39 @@ def test_paper_tables_on_the_toy_world(tmp_path):
     assert third['table3'] == report['table3'] and third['table4'] is None
 
 
+@pytest.mark.slow
+def test_paper_tables_on_a_voc_layout(tmp_path):
+    """A VOC config (tiny random CLIP) on a synthetic VOC 2012 folder: Table 1 on VOC
+    train (a subset of train_aug, found by itself), prototypes of the sweep variants
+    learned without pseudo-labels, the paper's column shown."""
+    from conftest import make_voc2012
+    root = tmp_path / 'VOC2012'
+    names = make_voc2012(root, {'train_aug': 6, 'val': 3}, size=(40, 56))
+    (root / 'ImageSets/Segmentation/train.txt').write_text('\n'.join(names['train_aug'][:3]))
+    run_tool([sys.executable, 'tools/analysis/paper_tables.py',
+              str(ROOT / 'tests/configs/tiny_vpl_voc.py'), '--work-dir', str(tmp_path / 'work'),
+              '--json', str(tmp_path / 'r.json'), '--markdown', str(tmp_path / 'r.md'),
+              '--skip', 'decoder', 'table4', 'phi', 't_w', '--tau-i', '0.03', '0.05',
+              '--cfg-options', 'custom_hooks.0.vpl.iters=5',
+              f'train_dataloader.dataset.dataset.data_root={root}',
+              f'val_dataloader.dataset.data_root={root}'], env_extra=ONE_THREAD)
+    report = json.loads((tmp_path / 'r.json').read_text())
+    assert report['paper_comparable'] and report['dataset'] == 'PascalVOCDataset'
+    assert report['splits']['train']['images'] == 6
+    assert report['splits']['table1'] == dict(name='train', images=3)
+    t3 = {r['id']: r for r in report['table3']}
+    t1 = {r['method']: r for r in report['table1']}
+    assert t1['CLIP-ES']['seed'] == t3['I']['train'] and t3['IV']['val'] is None
+    work = tmp_path / 'work/phase1'
+    # the main VPL run wrote train_aug's pseudo-labels; the sweep variant only learned W
+    assert len(list((work / 'vpl/train').glob('*.png'))) == 6
+    assert len(list((work / 'vpl/table1').glob('*.png'))) == 3
+    assert (work / 'tau_i=0.05/train/prototypes.pth').is_file()
+    assert not list((work / 'tau_i=0.05/train').glob('*.png'))
+    md = (tmp_path / 'r.md').read_text()
+    assert '| I | text prototypes (CLIP-ES seeds) |' in md and '| 63.3 |' in md
+
+
 def test_markdown_shows_the_papers_numbers_for_voc():
     from projects.vpl.evaluation.paper import TABLE3, format_markdown, sweep_rows
     report = dict(config='configs/vpl_clip_voc.py', paper_comparable=True,

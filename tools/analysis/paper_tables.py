@@ -281,8 +281,8 @@ class PaperTables:
                 t = time.perf_counter()
                 if split == 'train' and self.table1_is_train:
                     out = phase1.out_dir
-                else:
-                    out = osp.join(root, split)
+                else:  # never phase 1's own folder (root/train)
+                    out = osp.join(root, 'table1' if split == 'train' else split)
                     phase1.with_prototypes(protos, out, records,
                                            logger=self.quiet).run(overwrite=True)
                 scores[split] = self._score(records, out)
