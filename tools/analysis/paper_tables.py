@@ -13,7 +13,8 @@ it measures (mIoU %):
   ``(1 - max cam)^α``, α = the hook's ``bg_power``) and pseudo-masks (the phase-1 PNGs;
   ignored pixels count as misses) of CLIP-ES (text prototypes) and VPL on the Table-1
   split: VOC *train* (1,464) for a VOC config training on train_aug (``--table1-ann-file``
-  overrides; other configs: their training set);
+  overrides; other configs: their training set, whose CAM files are then kept — on COCO
+  (82k images; the paper's Table 1 is VOC's) give a list or ``--skip table1``);
 * **Table 3** on *val* — I text-prototype seeds, II VPL seeds, III VPL pseudo-masks (the
   prototypes learned on the training set, CAMs made with each image's labels), IV the
   config's decoder trained on the VPL pseudo-labels with CE only, V with CE + RSC (the
@@ -67,7 +68,7 @@ from projects.vpl.utils import apply_tta  # noqa: E402
 from projects.vpl.utils.io import atomic_open, atomic_save_json  # noqa: E402
 
 STAGE_VERSION = 1
-SKIPPABLE = ('table4', 'tau_i', 'phi', 't_w', 'decoder', 'oracle')
+SKIPPABLE = ('table1', 'table4', 'tau_i', 'phi', 't_w', 'decoder', 'oracle')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -142,7 +143,8 @@ class PaperTables:
         device: ``'cuda'`` / ``'cpu'``.
         sweeps: ``{'tau_i': [...], 'phi': [...], 't_w': [...]}`` (left-out keys: skipped).
         templates: ``{'single': ..., 'ensemble': ...}`` for Table 4, or None to skip it.
-        table1_ann_file: Table 1's split list (None: auto, see the module docstring).
+        table1_ann_file: Table 1's split list (None: auto, see the module docstring;
+            ``''``: no Table 1 and no train-side scores).
         decoder: train and test the decoders (rows IV–VI); ``oracle``: the diagnostic.
         log: ``str -> None``; ``verbose``: also phase 1's own lines.
     """
@@ -174,8 +176,10 @@ class PaperTables:
         self.classes = list(self.train_ds.metainfo['classes'])
         num_fg = len(self.classes) - 1
         self.train_records = make_records(self.train_ds.image_infos(), num_fg)
-        ann = table1_ann_file if table1_ann_file else self._auto_table1()
-        if ann:
+        ann = table1_ann_file if table1_ann_file is not None else self._auto_table1()
+        if table1_ann_file == '':
+            ann, self.table1_records = None, []
+        elif ann:
             t1 = copy.deepcopy(self.cfg.train_dataloader.dataset)
             _innermost(t1)['ann_file'] = ann
             self.table1_records = make_records(hook.resolve_dataset(t1).image_infos(), num_fg)
@@ -277,7 +281,10 @@ class PaperTables:
             protos = protos.to(self.clip.device)
             times['train'] = time.perf_counter() - t
             scores = {}
+            scores['train'] = dict(seed=None, pseudo=None)  # without a Table-1 split
             for split, records in (('train', self.table1_records), ('val', self.val_records)):
+                if not records:
+                    continue
                 t = time.perf_counter()
                 if split == 'train' and self.table1_is_train:
                     out = phase1.out_dir
@@ -293,9 +300,9 @@ class PaperTables:
                         phase1_times=phase1_times, out_dir=phase1.out_dir,
                         overrides=overrides)
         result = self._stage(f'phase1_{name}', key, compute)
-        self.log(f'[phase1_{name}] seeds: train {result["train"]["seed"]:.2f}, val '
-                 f'{result["val"]["seed"]:.2f}; pseudo-masks: train '
-                 f'{result["train"]["pseudo"]:.2f}, val {result["val"]["pseudo"]:.2f}')
+        self.log(f'[phase1_{name}] seeds / pseudo-masks: ' + '; '.join(
+            f'{split} {result[split]["seed"]:.2f} / {result[split]["pseudo"]:.2f}'
+            for split in ('train', 'val') if result[split]['seed'] is not None))
         return result
 
     # --------------------------------------------------------------- decoder
@@ -404,9 +411,10 @@ class PaperTables:
         table3 = [dict(id=rid, name=name, val=rows.get(rid, (None, None))[0],
                        train=rows.get(rid, (None, None))[1], paper=paper)
                   for rid, name, paper in TABLE3]
-        table1 = [dict(method=m, seed=r['train']['seed'], pseudo=r['train']['pseudo'],
-                       paper_seed=TABLE1[m]['seed'], paper_pseudo=TABLE1[m]['pseudo'])
-                  for m, r in (('CLIP-ES', text), ('CLIP-ES + VPL', vpl))]
+        table1 = ([dict(method=m, seed=r['train']['seed'], pseudo=r['train']['pseudo'],
+                        paper_seed=TABLE1[m]['seed'], paper_pseudo=TABLE1[m]['pseudo'])
+                   for m, r in (('CLIP-ES', text), ('CLIP-ES + VPL', vpl))]
+                  if self.table1_records else None)
 
         own_templates = self.base_hook.get('templates', 'single')
         table4 = None
@@ -480,7 +488,8 @@ def build(args: argparse.Namespace, cfg: Optional[Config] = None,
                  dict(single=_templates_arg(args.templates_single, own, 'single'),
                       ensemble=_templates_arg(args.templates_ensemble, own, 'ensemble')))
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    return PaperTables(cfg, args.work_dir, device, sweeps, templates, args.table1_ann_file,
+    table1 = '' if 'table1' in args.skip else args.table1_ann_file
+    return PaperTables(cfg, args.work_dir, device, sweeps, templates, table1,
                        'decoder' not in args.skip, 'oracle' not in args.skip, log,
                        args.verbose)
 
