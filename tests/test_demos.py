@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ONE_THREAD, ROOT
+from conftest import ONE_THREAD, ROOT, one_thread
 from test_tools import run_tool
 
 TOY = ROOT / 'configs/vpl_clip_toy.py'
@@ -65,7 +65,8 @@ def test_image_demo_draws_the_prediction(toy_run, toy_model, tmp_path):
              env_extra=ONE_THREAD)
     drawn = np.asarray(Image.open(out).convert('RGB')).astype(np.int64)
     image = np.asarray(Image.open(img).convert('RGB')).astype(np.float64)
-    pred = inference_model(toy_model, str(img)).pred_sem_seg.data[0].numpy()
+    with one_thread():
+        pred = inference_model(toy_model, str(img)).pred_sem_seg.data[0].numpy()
     palette = np.asarray(toy_model.dataset_meta['palette'])
     expected = (image * 0.3 + palette[pred] * 0.7).astype(np.int64)
     assert drawn.shape == expected.shape
@@ -145,3 +146,27 @@ def test_cam_demo_without_prototypes_uses_text_everywhere(toy_run, tmp_path):
     assert np.array_equal(result.text, result.vision)
     assert result.text.shape == (2, 112, 112)
     assert 0 <= result.text.min() and result.text.max() <= 1 + 1e-6
+
+
+@pytest.mark.slow
+def test_format_only_with_another_dataset(toy_run, toy_model, tmp_path):
+    """tools/test.py --format-only on a non-VOC config (the toy world): DIR/{name}.png,
+    palettised with the dataset's palette, the model's prediction, and the archive."""
+    import tarfile
+    from mmseg.apis import inference_model
+    _, world, ckpt = toy_run
+    out = tmp_path / 'preds'
+    log = run_tool([sys.executable, 'tools/test.py', str(TOY), str(ckpt), '--format-only',
+                    '--out', str(out), '--work-dir', str(tmp_path / 'work'), '--cfg-options',
+                    f'test_dataloader.dataset.data_root={world}'], env_extra=ONE_THREAD)
+    assert 'mIoU:' not in log
+    names = (world / 'ImageSets/Segmentation/val.txt').read_text().split()
+    palette = sum(toy_model.dataset_meta['palette'], [])
+    for name in names:
+        png = Image.open(out / f'{name}.png')
+        assert png.mode == 'P' and png.getpalette()[:len(palette)] == palette
+        with one_thread():
+            pred = inference_model(toy_model, str(world / 'JPEGImages' / f'{name}.jpg'))
+        assert np.array_equal(np.asarray(png), pred.pred_sem_seg.data[0].numpy())
+    with tarfile.open(out / 'results.tgz') as tar:
+        assert sorted(tar.getnames()) == sorted(f'{n}.png' for n in names)

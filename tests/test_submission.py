@@ -14,7 +14,7 @@ import torch
 from mmengine.structures import PixelData
 from PIL import Image
 
-from conftest import ONE_THREAD, ROOT, VOC_NAMES, make_voc2012
+from conftest import ONE_THREAD, ROOT, VOC_NAMES, make_voc2012, one_thread
 from test_tools import run_tool
 
 CONFIG = ROOT / 'tests/configs/tiny_voc_test.py'
@@ -109,7 +109,8 @@ def test_voc_test_server_format(voc_test, tmp_path):
     preds = _check_server_layout(out, root, names)
     # the written ids are the model's prediction (MMSeg's inference on the same pipeline)
     for name in names:
-        pred = inference_model(model, str(root / 'JPEGImages' / f'{name}.jpg'))
+        with one_thread():
+            pred = inference_model(model, str(root / 'JPEGImages' / f'{name}.jpg'))
         assert np.array_equal(preds[name], pred.pred_sem_seg.data[0].numpy())
 
 
