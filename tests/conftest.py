@@ -3,7 +3,7 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')  # tests never touch the network
 os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
@@ -71,36 +71,6 @@ def make_tiny_voc(root: Path, num_images: int = 6, size=(48, 64), num_classes: i
         (root / 'ImageSets/Segmentation' / f'{split}.txt').write_text('\n'.join(names) + '\n')
         out[split] = names
     return out
-
-
-VOC_NAMES = ('background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car',
-             'cat', 'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person',
-             'pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor')
-
-
-def make_voc2012(root: Path, splits: Dict[str, int], size=(48, 64), seed: int = 0,
-                 without_masks: Sequence[str] = ()) -> Dict[str, List[str]]:
-    """:func:`make_tiny_voc` in the full VOC 2012 layout the VOC configs read: also
-    ``Annotations/{name}.xml`` (the mask's classes as ``<object>``s) and
-    ``SegmentationClassAug/`` (train_aug's masks); the splits in ``without_masks`` (e.g.
-    ``'test'``) keep their images but lose their masks and XML, as VOC's test set."""
-    import shutil
-    names = make_tiny_voc(root, size=size, seed=seed, splits=splits)
-    (root / 'Annotations').mkdir(exist_ok=True)
-    (root / 'SegmentationClassAug').mkdir(exist_ok=True)
-    from PIL import Image
-    for split, split_names in names.items():
-        for name in split_names:
-            mask = root / 'SegmentationClass' / f'{name}.png'
-            if split in without_masks:
-                mask.unlink()
-                continue
-            ids = [int(c) for c in np.unique(np.asarray(Image.open(mask))) if 0 < c < 255]
-            objects = ''.join(f'<object><name>{VOC_NAMES[c]}</name></object>' for c in ids)
-            (root / 'Annotations' / f'{name}.xml').write_text(
-                f'<annotation><filename>{name}.jpg</filename>{objects}</annotation>')
-            shutil.copy(mask, root / 'SegmentationClassAug' / mask.name)
-    return names
 
 
 @pytest.fixture

@@ -77,9 +77,9 @@ def test_paper_tables_on_a_voc_layout(tmp_path):
     """A VOC config (tiny random CLIP) on a synthetic VOC 2012 folder: Table 1 on VOC
     train (a subset of train_aug, found by itself), prototypes of the sweep variants
     learned without pseudo-labels, the paper's column shown."""
-    from conftest import make_voc2012
+    from synthetic_datasets import make_voc_aug
     root = tmp_path / 'VOC2012'
-    names = make_voc2012(root, {'train_aug': 6, 'val': 3}, size=(40, 56))
+    names = make_voc_aug(root, {'train_aug': 6, 'val': 3}, sizes=((40, 56), (48, 40)))
     (root / 'ImageSets/Segmentation/train.txt').write_text('\n'.join(names['train_aug'][:3]))
     cmd = [sys.executable, 'tools/analysis/paper_tables.py',
            str(ROOT / 'tests/configs/tiny_vpl_voc.py'), '--work-dir', str(tmp_path / 'work'),

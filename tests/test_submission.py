@@ -14,11 +14,13 @@ import torch
 from mmengine.structures import PixelData
 from PIL import Image
 
-from conftest import ONE_THREAD, ROOT, VOC_NAMES, make_voc2012, one_thread
+from conftest import ONE_THREAD, ROOT, one_thread
+from synthetic_datasets import VOC_NAMES as VOC_FG, make_voc_aug
 from test_tools import run_tool
 
 CONFIG = ROOT / 'tests/configs/tiny_voc_test.py'
 SERVER_DIR = 'results/VOC2012/Segmentation/comp6_test_cls'
+VOC_NAMES = ('background', ) + VOC_FG
 
 
 def test_voc_colormap_is_the_datasets_palette():
@@ -62,8 +64,11 @@ def voc_test(tmp_path_factory):
     from mmseg.apis import init_model
     tmp = tmp_path_factory.mktemp('voc_test')
     root = tmp / 'VOC2012'
-    names = make_voc2012(root, {'test': 3}, size=(47, 61), without_masks=('test', ))['test']
-    assert not (root / 'SegmentationClass' / f'{names[0]}.png').exists()
+    names = make_voc_aug(root, {'test': 3}, sizes=((47, 61), (61, 47)))['test']
+    for name in names:  # VOC's test set comes without masks and annotations
+        for path in (f'SegmentationClass/{name}.png', f'SegmentationClassAug/{name}.png',
+                     f'Annotations/{name}.xml'):
+            (root / path).unlink()
     cfg = Config.fromfile(CONFIG)
     torch.manual_seed(0)
     model = init_model(cfg, device='cpu')

@@ -15,7 +15,8 @@ import sys
 import pytest
 import torch
 
-from conftest import ONE_THREAD, ROOT, make_voc2012
+from conftest import ONE_THREAD, ROOT
+from synthetic_datasets import make_voc_aug
 from test_tools import run_tool
 
 CONFIG = ROOT / 'configs/vpl_clip-vitl14_voc.py'
@@ -24,7 +25,7 @@ CONFIG = ROOT / 'configs/vpl_clip-vitl14_voc.py'
 @pytest.mark.slow
 def test_vitl14_config_cpu_rehearsal(tmp_path):
     data = tmp_path / 'VOC2012'
-    make_voc2012(data, {'train_aug': 2, 'val': 1}, size=(56, 70))
+    make_voc_aug(data, {'train_aug': 2, 'val': 1}, sizes=((56, 70), ))
     work = tmp_path / 'work'
     options = [
         'model.backbone.clip.pretrained=None', 'randomness.seed=0',  # random weights
