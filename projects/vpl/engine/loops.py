@@ -86,7 +86,10 @@ class _LazyInfiniteIterator:
         if self._iterator is None:
             if self._prepare is not None:
                 self._prepare()
-            self._iterator = _InfiniteDataloaderIterator(self._dataloader)
+            # creating a loader iterator draws its base seed from torch's global
+            # generator: undone, so that it does not matter when the iterator is made
+            with preserved_rng():
+                self._iterator = _InfiniteDataloaderIterator(self._dataloader)
         return next(self._iterator)
 
 
