@@ -155,6 +155,15 @@ def model_num_classes(cfg) -> Optional[int]:
     return head.get('num_classes') if isinstance(head, dict) else None
 
 
+def preprocessor_from_model(model: torch.nn.Module) -> Optional[dict]:
+    """``dict(mean, std)`` (0–255) of a built model's normalising data preprocessor, or
+    None: what :func:`normalisation` takes from the hook's runner."""
+    pre = getattr(model, 'data_preprocessor', None)
+    if not getattr(pre, '_enable_normalize', False):
+        return None
+    return dict(mean=pre.mean.flatten().tolist(), std=pre.std.flatten().tolist())
+
+
 def hook_from_config(cfg, device: str, **overrides) -> tuple:
     """Everything the tools need from a config: ``(hook, clip, dataset, preprocessor)``.
 
@@ -328,9 +337,7 @@ class VisionPrototypeHook(Hook):
         clip = (self.clip_from_model(runner.model) if self.clip_cfg is None
                 else self.build_clip(str(next(runner.model.parameters()).device)))
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        pre = getattr(model, 'data_preprocessor', None)
-        pre = (dict(mean=pre.mean.flatten().tolist(), std=pre.std.flatten().tolist())
-               if getattr(pre, '_enable_normalize', False) else None)
+        pre = preprocessor_from_model(model)
         head = getattr(model, 'decode_head', None)
         result = self.run_phase1(clip, dataset, runner.work_dir, logger=runner.logger.info,
                                  preprocessor=pre,
