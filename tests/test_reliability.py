@@ -199,3 +199,47 @@ def test_png_check_catches_what_a_decode_would(tmp_path):
     assert png_problem(str(path)) == 'is empty (0 bytes)'
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(path)
     assert 'not a single-channel 8-bit label map' in png_problem(str(path))
+
+
+# --------------------------------------------------------------- resumable data
+def test_keyed_sampler_skips_unseen_and_seeds_by_stream_position():
+    import itertools
+    from mmengine.dataset import InfiniteSampler
+    from projects.vpl.engine.loops import KeyedSampler
+    keys = list(itertools.islice(iter(KeyedSampler(InfiniteSampler(range(10), seed=3), 0)),
+                                 25))
+    resumed = KeyedSampler(InfiniteSampler(range(10), seed=3), 0, skip=16)
+    assert list(itertools.islice(iter(resumed), 9)) == keys[16:]
+    assert sorted(k.index for k in keys[:10]) == list(range(10))
+    assert len({k.seed for k in keys}) == 25
+
+
+def test_a_keyed_sample_is_the_same_whatever_the_global_random_state(tiny_voc, tmp_path):
+    """Augmentation under the key's seed; the caller's random state is left alone."""
+    import random
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import DATASETS
+    from projects.vpl.utils.rng import SampleKey, get_rng_state
+    init_default_scope('mmseg')
+    ds = DATASETS.build(dict(
+        type='PseudoLabelDataset', pseudo_label_dir=str(tiny_voc / 'SegmentationClass'),
+        dataset=dict(type='PascalVOCDataset', data_root=str(tiny_voc),
+                     data_prefix=dict(img_path='JPEGImages',
+                                      seg_map_path='SegmentationClass'),
+                     ann_file='ImageSets/Segmentation/train.txt'),
+        pipeline=[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+                  dict(type='RandomResize', scale=(64, 48), ratio_range=(0.5, 2.0),
+                       keep_ratio=True),
+                  dict(type='RandomCrop', crop_size=(32, 32)),
+                  dict(type='RandomFlip', prob=0.5), dict(type='PackSegInputs')]))
+    samples = []
+    for seed in (1, 2):
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        before = get_rng_state()
+        samples.append([ds[SampleKey(2, k)]['inputs'] for k in (7, 8, 9)])
+        after = get_rng_state()
+        assert all(torch.equal(before[k], after[k]) for k in ('python', 'numpy', 'torch'))
+    assert all(torch.equal(a, b) for a, b in zip(*samples))
+    assert not all(torch.equal(samples[0][0], s) for s in samples[0][1:])

@@ -44,15 +44,17 @@ RNG_KEY = 'vpl_rng_state'
 
 class KeyedSampler:
     """Wraps a sampler: yields :class:`SampleKey` s (index + a seed of the sample's
-    position in the run's stream), after skipping the first ``skip`` indices unseen.
+    position in the run's stream; plain indices when not ``keyed``), after skipping the
+    first ``skip`` indices unseen.
 
     Positions count over ranks as :class:`~mmengine.dataset.InfiniteSampler` deals
     them (rank ``r`` of ``w`` takes every ``w``-th index from ``r``), so a sample's seed
     is the same whatever the number of ranks.
     """
 
-    def __init__(self, sampler, run_seed: int, skip: int = 0) -> None:
+    def __init__(self, sampler, run_seed: int, skip: int = 0, keyed: bool = True) -> None:
         self.sampler, self.run_seed, self._skip = sampler, int(run_seed), int(skip)
+        self.keyed = keyed
         self.rank, self.world = rank_world()
         self._pos = 0
 
@@ -65,7 +67,8 @@ class KeyedSampler:
         for index in it:
             position = self._pos * self.world + self.rank
             self._pos += 1
-            yield SampleKey(int(index), sample_seed(self.run_seed, position))
+            yield (SampleKey(int(index), sample_seed(self.run_seed, position))
+                   if self.keyed else index)
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -142,12 +145,12 @@ class PseudoLabelTrainLoop(IterBasedTrainLoop):
         """Give the batch sampler a :class:`KeyedSampler` (when the dataset takes keys)
         that skips the ``_skip`` samples of the finished iterations."""
         batch_sampler = getattr(self.dataloader, 'batch_sampler', None)
-        dataset = _train_dataset(self.dataloader)
-        if (batch_sampler is None or not hasattr(batch_sampler, 'sampler')
-                or not getattr(dataset, 'accepts_sample_keys', False)):
+        if batch_sampler is None or not hasattr(batch_sampler, 'sampler'):
             return
+        # a wrapper around the dataset (RepeatDataset, ...) would index with the key
+        keyed = getattr(self.dataloader.dataset, 'accepts_sample_keys', False)
         batch_sampler.sampler = KeyedSampler(batch_sampler.sampler, self.runner.seed,
-                                             self._skip)
+                                             self._skip, keyed)
 
     def _resume_data(self) -> None:
         """Continue the data stream and the random state where the checkpoint left."""
