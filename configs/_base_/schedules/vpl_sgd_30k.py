@@ -8,6 +8,8 @@
 # them towards 0 while the cosine classifier ignores their norm anyway).
 optim_wrapper = dict(
     type='OptimWrapper',
+    # the frozen CLIP is left out without a warning per tensor (projects/vpl/engine/optim.py)
+    constructor='TrainableOptimWrapperConstructor',
     optimizer=dict(type='SGD', lr=0.03, momentum=0.9, weight_decay=1e-4),
     clip_grad=None,
     paramwise_cfg=dict(custom_keys={

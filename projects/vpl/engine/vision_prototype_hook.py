@@ -204,7 +204,8 @@ class VisionPrototypeHook(Hook):
             CLIP (``CLIPVisionBackbone``).
         class_prompts: ``'voc'`` / ``'coco'`` / list / dict (:func:`resolve_prompts`).
         background: background concepts (table name or list; None: the class table's).
-        templates: ``'single'`` (CLIP-ES), ``'ensemble'`` or a list of templates.
+        templates: ``'ensemble'`` (the paper's setting), ``'single'`` (CLIP-ES) or a list
+            of templates.
         dataset: None (the train data loader's dataset), a dataset config, an object
             with ``image_infos()``, or a list of image-info dicts.
         out_dir: pseudo-label folder; None: the dataset's ``pseudo_label_dir`` if set,
@@ -226,7 +227,7 @@ class VisionPrototypeHook(Hook):
 
     def __init__(self, prototypes: str = 'vision', clip: Optional[dict] = None,
                  class_prompts: Any = 'voc', background: Any = None,
-                 templates: Any = 'single', dataset: Any = None,
+                 templates: Any = 'ensemble', dataset: Any = None,
                  out_dir: Optional[str] = None, save_cams: bool = False,
                  overwrite: bool = False, cam: Optional[dict] = None,
                  vpl: Optional[dict] = None, crf: Union[bool, dict, None] = True,

@@ -1,5 +1,5 @@
-"""Test-time augmentation with optional DenseCRF on the predictions (METHOD §6, Table 3
-rows V-VI).
+"""Test-time augmentation with optional DenseCRF on the predictions (METHOD §6; the CRF
+is Table 3 row VI).
 
 WeCLIP's inference (which VPL follows): the image (long side 512) and its flip at scales
 [1.0, 0.75]; the **logits** of all views, each brought back to the original size, are
