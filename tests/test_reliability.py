@@ -243,3 +243,37 @@ def test_a_keyed_sample_is_the_same_whatever_the_global_random_state(tiny_voc, t
         assert all(torch.equal(before[k], after[k]) for k in ('python', 'numpy', 'torch'))
     assert all(torch.equal(a, b) for a, b in zip(*samples))
     assert not all(torch.equal(samples[0][0], s) for s in samples[0][1:])
+
+
+def test_a_checkpoint_on_a_full_disk_is_named_with_how_to_continue(tiny_voc, tmp_path,
+                                                                  monkeypatch):
+    import errno
+    from mmengine.fileio.backends.local_backend import LocalBackend
+    from mmengine.runner import Runner
+    cfg = Config.fromfile(str(ROOT / 'tests/configs/tiny_vpl_phase2.py'))
+    cfg.work_dir = str(tmp_path / 'work')
+    for loader in (cfg.train_dataloader.dataset.dataset, cfg.val_dataloader.dataset):
+        loader.data_root = str(tiny_voc)
+    cfg.test_dataloader = cfg.val_dataloader
+    cfg.train_dataloader.dataset.pseudo_label_dir = str(tiny_voc / 'SegmentationClass')
+    cfg.train_cfg = dict(type='PseudoLabelTrainLoop', max_iters=4, val_interval=100)
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=2)
+    cfg.visualizer = dict(type='SegLocalVisualizer', vis_backends=[])
+    real_put, calls = LocalBackend.put, []
+
+    def put(self, obj, filepath):
+        calls.append(filepath)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        return real_put(self, obj, filepath)
+
+    monkeypatch.setattr(LocalBackend, 'put', put)
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(OSError) as err:
+        runner.train()
+    work = tmp_path / 'work'
+    assert err.value.errno == errno.ENOSPC
+    assert str(err.value) == (
+        f'[Errno 28] No space left on device while writing {work / "iter_4.pth"} (or a log '
+        f'in {work}) after iteration 4; free space, then rerun with --resume: it continues '
+        f'from the last complete checkpoint, the one named in {work / "last_checkpoint"}')

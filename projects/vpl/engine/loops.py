@@ -22,10 +22,13 @@ there, so those early workers would read missing files, and with
   skips the samples already trained on without loading them (MMEngine's loop loads
   and discards every batch of the finished iterations). ``before_train`` (phase 1) and
   validation give the random state back as they found it, so whether phase 1 ran or was
-  loaded, or a validation happened before the checkpoint, changes nothing.
+  loaded, or a validation happened before the checkpoint, changes nothing;
+* a write that fails after an iteration (a checkpoint on a full disk) names the file and
+  says how to continue (``--resume`` from the last complete checkpoint).
 """
 import itertools
 import logging
+import os
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from mmengine.dataset import InfiniteSampler
@@ -208,6 +211,27 @@ class PseudoLabelTrainLoop(IterBasedTrainLoop):
         outputs = self.runner.model.train_step(data_batch,
                                                optim_wrapper=self.runner.optim_wrapper)
         self.runner.message_hub.update_info(RNG_KEY, get_rng_state())
-        self.runner.call_hook('after_train_iter', batch_idx=self._iter,
-                              data_batch=data_batch, outputs=outputs)
+        try:
+            self.runner.call_hook('after_train_iter', batch_idx=self._iter,
+                                  data_batch=data_batch, outputs=outputs)
+        except OSError as e:
+            raise self._write_error(e) from e
         self._iter += 1
+
+    def _write_error(self, e: OSError) -> OSError:
+        """A failed write after an iteration (a checkpoint, usually: the disk filled up)
+        as an error that names the file and how to continue."""
+        work_dir = self.runner.work_dir
+        hook = next((h for h in self.runner.hooks if type(h).__name__ == 'CheckpointHook'),
+                    None)
+        what = f'a checkpoint or log in {work_dir}'
+        if hook is not None and getattr(hook, 'out_dir', None):
+            name = hook.filename_tmpl.format(self._iter + 1)
+            what = f'{os.path.join(hook.out_dir, name)} (or a log in {work_dir})'
+        last = os.path.join(work_dir, 'last_checkpoint')
+        resume = (f'rerun with --resume: it continues from the last complete checkpoint, '
+                  f'the one named in {last}' if os.path.isfile(last) else
+                  'no checkpoint was complete yet, so rerun the same command')
+        msg = (f'{e.strerror or e} while writing {what} after iteration {self._iter + 1}; '
+               f'free space, then {resume}')
+        return type(e)(e.errno, msg) if e.errno is not None else type(e)(msg)

@@ -25,6 +25,7 @@ from mmengine.model import is_model_wrapper
 
 from mmseg.registry import DATASETS, HOOKS
 from ..cam import CAMConfig, CRFParams, Phase1, Phase1Result, VPLConfig, make_records
+from ..cam.folder import HOW_TO_CONTINUE, io_error
 from ..cam.scan import check_classes, scan_records
 from ..clip import FrozenCLIP, build_clip, text_prototypes
 from ..clip.prompts import PROMPT_TABLES
@@ -315,17 +316,23 @@ class VisionPrototypeHook(Hook):
                    preprocessor: Optional[dict] = None,
                    model_classes: Optional[int] = None) -> Phase1Result:
         """:meth:`make_phase1`, run it, save the prototypes in ``work_dir`` and point the
-        dataset at the pseudo-labels (the hook and the tools share this)."""
-        phase1, prompts = self.make_phase1(clip, dataset, work_dir, out_dir, logger,
-                                           progress, preprocessor, model_classes)
-        result = phase1.run(overwrite=self.overwrite)
-        if get_rank() == 0:
-            atomic_torch_save(dict(prototypes=result.prototypes,
-                                   text_prototypes=result.text_prototypes,
-                                   num_fg=result.num_fg, mode=self.mode,
-                                   fingerprint=result.fingerprint, out_dir=phase1.out_dir,
-                                   log=result.log, **prompts),
-                              os.path.join(work_dir, PROTOTYPES_IN_WORK_DIR))
+        dataset at the pseudo-labels (the hook and the tools share this). An I/O error
+        (the text-prototype cache, the work dir) names its file and how to continue."""
+        try:
+            phase1, prompts = self.make_phase1(clip, dataset, work_dir, out_dir, logger,
+                                               progress, preprocessor, model_classes)
+            result = phase1.run(overwrite=self.overwrite)
+            if get_rank() == 0:
+                atomic_torch_save(dict(prototypes=result.prototypes,
+                                       text_prototypes=result.text_prototypes,
+                                       num_fg=result.num_fg, mode=self.mode,
+                                       fingerprint=result.fingerprint,
+                                       out_dir=phase1.out_dir, log=result.log, **prompts),
+                                  os.path.join(work_dir, PROTOTYPES_IN_WORK_DIR))
+        except OSError as e:
+            if HOW_TO_CONTINUE in str(e):
+                raise
+            raise io_error(e, 'phase 1') from e
         if hasattr(dataset, 'pseudo_label_dir'):
             dataset.pseudo_label_dir = phase1.out_dir
         self.result = result
