@@ -277,3 +277,35 @@ def test_a_checkpoint_on_a_full_disk_is_named_with_how_to_continue(tiny_voc, tmp
         f'[Errno 28] No space left on device while writing {work / "iter_4.pth"} (or a log '
         f'in {work}) after iteration 4; free space, then rerun with --resume: it continues '
         f'from the last complete checkpoint, the one named in {work / "last_checkpoint"}')
+
+
+def test_image_header_agrees_with_pil(tmp_path):
+    """The JPEG header parser (no PIL) against PIL: size and EXIF orientation in both
+    byte orders, a long EXIF block, progressive coding, trailing bytes after the end
+    marker (allowed) and a cut file (refused); other formats go through PIL."""
+    from projects.vpl.utils.filecheck import EXIF_ORIENTATION, _jpeg_header, image_header
+    pixels = np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8)
+    cases = []
+    for orientation, note in ((6, ''), (8, 'x' * 20000)):
+        exif = Image.Exif()
+        exif[EXIF_ORIENTATION] = orientation
+        if note:
+            exif[0x010E] = note  # ImageDescription: pushes the frame past 4 KB
+        path = tmp_path / f'o{orientation}.jpg'
+        Image.fromarray(pixels).save(path, exif=exif, quality=90)
+        cases.append(path)
+    Image.fromarray(pixels).save(tmp_path / 'prog.jpg', progressive=True)
+    cases.append(tmp_path / 'prog.jpg')
+    (tmp_path / 'trail.jpg').write_bytes((tmp_path / 'prog.jpg').read_bytes() + b'extra')
+    cases.append(tmp_path / 'trail.jpg')
+    for path in cases:
+        assert _jpeg_header(str(path)) is not None  # the fast path answered
+        with Image.open(path) as img:
+            expected = ((img.height, img.width), img.getexif().get(EXIF_ORIENTATION))
+        got = image_header(str(path))
+        assert (got.size, got.orientation, got.problem) == expected + (None,), path
+    data = (tmp_path / 'o6.jpg').read_bytes()
+    (tmp_path / 'cut.jpg').write_bytes(data[:-40])
+    assert image_header(str(tmp_path / 'cut.jpg')).problem.startswith('is truncated')
+    Image.fromarray(pixels).save(tmp_path / 'a.png')
+    assert image_header(str(tmp_path / 'a.png')).size == (37, 53)
