@@ -104,7 +104,8 @@ def test_a_resume_with_another_batch_size_is_refused_naming_the_key_and_values(
     with pytest.raises(RuntimeError) as err:
         other.run()
     msg = str(err.value)
-    assert 'cam.batch_size: 1 -> 2' in msg and 'cam.method: "grads_batched" -> "replicate"' in msg
+    assert 'cam.batch_size: 1 -> 2' in msg
+    assert 'cam.method: "grads_batched" -> "replicate"' in msg
     assert '--overwrite' in msg
     from projects.vpl.cam.folder import config_diff
     assert config_diff({'a': {'b': 1}, 'c': 2}, {'a': {'b': 1}, 'c': 3, 'd': None}) == [

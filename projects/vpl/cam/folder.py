@@ -1,9 +1,9 @@
 """The phase-1 output folder: its fingerprint, state file, prototypes and resume checks.
 
-One fingerprint = one result (docs/phase1.md, *What survives what*). ``phase1_state.json``
-holds the fingerprint of every setting that can change a byte of the output and the
-settings themselves, so that a run with other settings is refused with each differing
-key and both values (:func:`config_diff`). Finished images are those whose files pass
+One fingerprint = one result (docs/phase1.md, *Output, resume, distributed*; the files
+are docs/method.md §5's). ``phase1_state.json`` holds the fingerprint of every setting
+that can change a byte of the output and the settings themselves, so that a run with
+other settings is refused with each differing key and both values (:func:`config_diff`). Finished images are those whose files pass
 the content checks of :func:`~.pseudo_labels.output_problem`; anything else — a missing,
 0-byte, truncated or wrong-sized file — is redone. Temporary files that killed writes
 left behind are removed when the next run starts. A corrupt ``prototypes.pth`` is

@@ -182,7 +182,8 @@ class Phase1:
         """Run (or load, or resume) phase 1; every rank returns the same prototypes.
 
         The inputs are scanned first (seconds); a finished folder of this fingerprint
-        is loaded, an interrupted one resumed (docs/phase1.md, *What survives what*)."""
+        is loaded, an interrupted one resumed (docs/phase1.md, *Output, resume,
+        distributed*)."""
         try:
             return self._run(overwrite)
         except OSError as e:

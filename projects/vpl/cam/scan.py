@@ -3,7 +3,8 @@
 A VOC or COCO feature pass is most of an hour of GPU time; a missing image, a truncated
 JPEG or a mask of the wrong size found by the pass itself (image 290 of 300, 10,000 of
 10,582) wastes all of it. :func:`scan_records` reads only headers and file ends
-(:mod:`projects.vpl.utils.filecheck`; docs/phase1.md, *What survives what*):
+(:mod:`projects.vpl.utils.filecheck`; docs/phase1.md, *Output, resume,
+distributed*):
 
 * every image: exists, has a readable header, is complete (a JPEG ends with its
   end-of-image marker or decodes; a PNG's chunks pass their CRC), and carries no EXIF

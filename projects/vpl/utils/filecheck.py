@@ -1,8 +1,8 @@
 """Fast content checks of image and label files, without decoding the pixels.
 
 Phase 1 and the pseudo-label dataset check every file of a split before the long work
-(docs/phase1.md, *What survives what*); decoding 10,000 VOC-sized PNGs costs seconds, so
-the checks here read what proves a file whole instead:
+(docs/phase1.md, *Output, resume, distributed*); decoding 10,000 VOC-sized PNGs costs
+seconds, so the checks here read what proves a file whole instead:
 
 * :func:`png_problem` — a PNG's structure: signature, every chunk's CRC-32 (written by
   the encoder over the compressed data, so a bit flip, a 0-byte or truncated copy, or a
