@@ -1,8 +1,8 @@
 """Fault injection, as a user's overnight job meets it (README, *Long runs: what
 survives what*): SIGKILL of phase 1 while it learns and while it writes, then a rerun;
-a corrupt PNG; a full disk; a resume with another number of processes; SIGKILL of training after a
-checkpoint, then ``--resume``. Every rerun must give the uninterrupted run's bytes (or
-mIoU), and every refusal must say what to do.
+a corrupt PNG; a full disk; a resume with another number of processes; SIGKILL of
+training after a checkpoint, then ``--resume``. Every rerun must give the uninterrupted
+run's bytes (or mIoU), and every refusal must say what to do.
 
 Tiny worlds, one intra-op thread; the kills are real (``SIGKILL`` of a subprocess).
 """
