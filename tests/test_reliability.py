@@ -310,3 +310,25 @@ def test_image_header_agrees_with_pil(tmp_path):
     assert image_header(str(tmp_path / 'cut.jpg')).problem.startswith('is truncated')
     Image.fromarray(pixels).save(tmp_path / 'a.png')
     assert image_header(str(tmp_path / 'a.png')).size == (37, 53)
+
+
+def test_phase1_removes_what_killed_writes_left_in_the_work_dir(tiny_clip, tiny_voc,
+                                                                tmp_path):
+    """Temporaries of the hook's own files go; another tool's (a --json report being
+    written) stay."""
+    from mmseg.registry import DATASETS
+    from projects.vpl.engine import VisionPrototypeHook
+    DefaultScope.get_instance('test_work_dir_temporaries', scope_name='mmseg')
+    cfg = tiny_cfg(tiny_voc, tmp_path / 'work', prototypes='text')
+    work = tmp_path / 'work'
+    (work / 'text_prototypes').mkdir(parents=True)
+    stale = [work / '.vpl_prototypes.pth.k1ll3d.tmp',
+             work / 'text_prototypes' / '.text_prototypes_0123.pth.k1ll3d.tmp']
+    other = work / '.report.json.l1v3.tmp'
+    for p in stale + [other]:
+        p.write_bytes(b'half')
+    hook = VisionPrototypeHook(**{k: v for k, v in cfg.custom_hooks[0].items()
+                                  if k != 'type'})
+    hook.run_phase1(tiny_clip, DATASETS.build(cfg.train_dataloader.dataset), str(work),
+                    logger=lambda m: None)
+    assert not any(p.exists() for p in stale) and other.exists()

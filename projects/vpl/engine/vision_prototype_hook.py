@@ -29,7 +29,7 @@ from ..cam.folder import HOW_TO_CONTINUE, io_error
 from ..cam.scan import check_classes, scan_records
 from ..clip import FrozenCLIP, build_clip, text_prototypes
 from ..clip.prompts import PROMPT_TABLES
-from ..utils.io import atomic_torch_save
+from ..utils.io import atomic_torch_save, remove_stale_temporaries
 
 PROTOTYPES_IN_WORK_DIR = 'vpl_prototypes.pth'
 
@@ -319,6 +319,9 @@ class VisionPrototypeHook(Hook):
         dataset at the pseudo-labels (the hook and the tools share this). An I/O error
         (the text-prototype cache, the work dir) names its file and how to continue."""
         try:
+            if get_rank() == 0:  # what killed writes of the files written below left
+                remove_stale_temporaries(work_dir, PROTOTYPES_IN_WORK_DIR)
+                remove_stale_temporaries(os.path.join(work_dir, 'text_prototypes'))
             phase1, prompts = self.make_phase1(clip, dataset, work_dir, out_dir, logger,
                                                progress, preprocessor, model_classes)
             result = phase1.run(overwrite=self.overwrite)

@@ -72,12 +72,14 @@ def _named(e: OSError, path: PathLike) -> OSError:
                             'name)')
 
 
-def remove_stale_temporaries(folder: PathLike) -> List[str]:
-    """Remove the temporary files (``.{name}.*.tmp``) that killed writes left in
-    ``folder``; returns their paths. Call it only when no other process writes there
-    (phase 1: rank 0, before the barrier that starts the writing)."""
+def remove_stale_temporaries(folder: PathLike, prefix: str = '') -> List[str]:
+    """Remove the temporary files (``.{name}.*.tmp``, ``name`` starting with ``prefix``)
+    that killed writes left in ``folder``; returns their paths. Call it only when no
+    other process writes such files there (phase 1: rank 0, before the barrier that
+    starts the writing)."""
     removed = []
-    for tmp in glob.glob(os.path.join(glob.escape(os.fspath(folder)), '.*' + TEMP_SUFFIX)):
+    pattern = '.' + glob.escape(prefix) + '*' + TEMP_SUFFIX
+    for tmp in glob.glob(os.path.join(glob.escape(os.fspath(folder)), pattern)):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
             removed.append(tmp)
