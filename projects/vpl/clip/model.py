@@ -71,9 +71,10 @@ class FrozenCLIP(nn.Module):
             raise TypeError(f'{type(visual).__name__}: FrozenCLIP needs an open_clip '
                             'VisionTransformer whose blocks use nn.MultiheadAttention '
                             '(the OpenAI-style ViT models, e.g. ViT-B-16)')
-        if not getattr(visual.transformer, 'batch_first', True):
+        if not getattr(visual.transformer, 'batch_first', False):
             raise TypeError('FrozenCLIP expects a batch-first open_clip transformer '
-                            '(open_clip >= 2.24)')
+                            '(open_clip >= 2.26; older ones run sequence-first and every '
+                            'dense output would be computed over the wrong axis)')
         if pos_interpolation not in ('bilinear', 'bicubic'):
             raise ValueError(f'pos_interpolation must be bilinear or bicubic, '
                              f'got {pos_interpolation!r}')
