@@ -7,7 +7,7 @@ batch: :func:`size_batches` groups images of the same input size.
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -127,3 +127,31 @@ def size_batches(sizes: Sequence[Tuple[int, int]], batch_size: int) -> List[List
 def shard(items: Sequence, rank: int, world_size: int) -> list:
     """This rank's share: every ``world_size``-th item from ``rank`` (each item once)."""
     return list(items[rank::world_size])
+
+
+def batch_shard(records: Sequence[ImageRecord], input_sizes: Sequence[Tuple[int, int]],
+                batch_size: int, rank: int, world_size: int) -> List[ImageRecord]:
+    """This rank's share as whole batches: :func:`size_batches` over the **whole**
+    split, every ``world_size``-th batch from ``rank``, flattened.
+
+    A CLIP batch's composition changes the odd pixel of its images (batched kernels
+    round differently), so a batch must be the same whatever the number of ranks and
+    whatever was finished before a resume: :func:`size_batches` over this list (or over
+    any union of its batches) gives back exactly these batches. With one rank, or
+    ``batch_size`` 1, it is :func:`shard`'s order of work.
+    """
+    batches = size_batches(input_sizes, batch_size)
+    return [records[i] for idx in batches[rank::world_size] for i in idx]
+
+
+def pending_batches(records: Sequence[ImageRecord], input_sizes: Sequence[Tuple[int, int]],
+                    batch_size: int, finished: Callable[[ImageRecord], bool]
+                    ) -> Tuple[List[ImageRecord], int]:
+    """The records of every batch (:func:`size_batches` of ``records``) with an
+    unfinished image — finished images of such a batch are redone, so that its
+    composition, and with it every byte, is the uninterrupted run's — and the number
+    of images that were finished."""
+    done = [finished(r) for r in records]
+    todo = [records[i] for idx in size_batches(input_sizes, batch_size)
+            if not all(done[i] for i in idx) for i in idx]
+    return todo, sum(done)
