@@ -9,7 +9,7 @@
 # Numbers as in configs/vpl_clip_voc.py (METHOD) except where the toy world differs:
 #   CLIP: the shipped tiny CLIP (patch 8, width 64, 6 blocks, joint space 128), so the
 #     decoder reads blocks 1-5 (all but the last, as blocks 1-11 of 12 on ViT-B/16) and
-#     its embedding is 128-d; inputs padded to multiples of 8.
+#     its embedding is 128-d (both taken from the backbone); inputs padded to multiples of 8.
 #   prompts: the toy classes and its 8 background concepts; the toy templates (the tiny
 #     CLIP's vocabulary has no "clean origami").
 #   tau_T = 1 / the tiny CLIP's own logit scale (METHOD: CLIP's temperature).
@@ -34,15 +34,8 @@ crop_size = (112, 112)
 data_preprocessor = dict(size=crop_size, size_divisor=None, test_cfg=dict(size_divisor=8))
 model = dict(
     data_preprocessor=data_preprocessor,
-    backbone=dict(clip=dict(_delete_=True, **toy_clip), out_indices=(0, 1, 2, 3, 4)),
-    decode_head=dict(
-        in_channels=(64, ) * 5,
-        in_index=(0, 1, 2, 3, 4),
-        channels=128,
-        num_layers=1,
-        num_heads=4,
-        embed_dims=128,
-        num_classes=num_classes))
+    backbone=dict(clip=dict(_delete_=True, **toy_clip)),
+    decode_head=dict(channels=128, num_layers=1, num_heads=4, num_classes=num_classes))
 
 meta_keys = ('img_path', 'seg_map_path', 'ori_shape', 'img_shape', 'pad_shape',
              'scale_factor', 'flip', 'flip_direction', 'reduce_zero_label',

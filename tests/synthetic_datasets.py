@@ -42,10 +42,12 @@ def _labels(rng: np.random.Generator, num_fg: int) -> List[int]:
                              replace=False).tolist())
 
 
-def make_voc_aug(root: Path, splits: Dict[str, int], seed: int = 0) -> Dict[str, List[str]]:
+def make_voc_aug(root: Path, splits: Dict[str, int], seed: int = 0,
+                 sizes: Sequence[Tuple[int, int]] = VOC_SIZES) -> Dict[str, List[str]]:
     """``VOCdevkit/VOC2012``-style folder: JPEGImages, Annotations (XML),
     SegmentationClass and SegmentationClassAug, ImageSets/Segmentation/{split}.txt.
-    ``train_aug`` images get Aug masks, the others VOC masks."""
+    ``train_aug`` images get Aug masks, the others VOC masks. ``sizes``: the (H, W) the
+    images cycle through (default VOC's; smaller ones for quick tests)."""
     rng = np.random.default_rng(seed)
     for sub in ('JPEGImages', 'Annotations', 'SegmentationClass', 'SegmentationClassAug',
                 'ImageSets/Segmentation'):
@@ -54,7 +56,7 @@ def make_voc_aug(root: Path, splits: Dict[str, int], seed: int = 0) -> Dict[str,
     for split, count in splits.items():
         names = []
         for _ in range(count):
-            name, size = f'2007_{k:06d}', VOC_SIZES[k % len(VOC_SIZES)]
+            name, size = f'2007_{k:06d}', sizes[k % len(sizes)]
             k += 1
             labels = _labels(rng, 20)
             image, mask = scene(rng, size, labels)

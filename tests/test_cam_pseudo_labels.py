@@ -116,31 +116,37 @@ def test_other_configuration_is_refused_then_overwritten(tiny_clip, records, tmp
            logger=lambda m: None).run()
     other = Phase1(tiny_clip, records, text_protos(), NUM_FG, out, mode='text',
                    cam=CAMConfig(phi=0.6), logger=lambda m: None)
-    with pytest.raises(RuntimeError, match='differs in: cam'):
+    with pytest.raises(RuntimeError, match=r'differ in:\n  cam\.phi: 0\.4 -> 0\.6\n'):
         other.run()
     assert not other.run(overwrite=True).loaded
 
 
-def test_missing_and_corrupt_images(tiny_clip, records, tmp_path):
+def test_missing_and_corrupt_images_are_found_before_clip_runs(tiny_clip, records, tmp_path,
+                                                                 monkeypatch):
+    """A missing, a garbage and a truncated image at the end of the split: one error
+    names all three, raised by the input scan before any CLIP forward."""
+    import projects.vpl.cam.phase1 as phase1_module
+
+    def no_clip(*args, **kwargs):
+        raise AssertionError('CLIP ran before the input scan failed')
+
+    monkeypatch.setattr(phase1_module, 'clip_gradcam', no_clip)
     bad = list(records)
-    bad[2].img_path = str(tmp_path / 'nowhere.jpg')
-    with pytest.raises(FileNotFoundError, match='nowhere.jpg'):
-        Phase1(tiny_clip, bad, text_protos(), NUM_FG, str(tmp_path / 'm'), mode='text',
-               logger=lambda m: None).run()
-    assert not list((tmp_path / 'm').glob('*.png'))
     garbage = tmp_path / 'garbage.jpg'
     garbage.write_bytes(b'not an image at all')
-    bad[2].img_path = str(garbage)
-    with pytest.raises(ValueError, match='garbage.jpg'):
-        Phase1(tiny_clip, bad, text_protos(), NUM_FG, str(tmp_path / 'g'), mode='text',
-               logger=lambda m: None).run()
     truncated = tmp_path / 'truncated.jpg'
     truncated.write_bytes(Path(records[0].img_path).read_bytes()[:400])
-    bad[2].img_path = str(truncated)
-    with pytest.raises(ValueError, match='truncated.jpg'):
-        Phase1(tiny_clip, bad, text_protos(), NUM_FG, str(tmp_path / 't'), mode='text',
+    bad[3].img_path = str(tmp_path / 'nowhere.jpg')
+    bad[4].img_path = str(garbage)
+    bad[5].img_path = str(truncated)
+    with pytest.raises(ValueError, match=r'3 of 6 images have bad files') as err:
+        Phase1(tiny_clip, bad, text_protos(), NUM_FG, str(tmp_path / 'm'), mode='text',
                logger=lambda m: None).run()
-    assert not (tmp_path / 't' / f'{bad[2].name}.png').exists()
+    msg = str(err.value)
+    assert 'nowhere.jpg: image does not exist' in msg
+    assert 'garbage.jpg: image is not an image PIL can read' in msg
+    assert 'truncated.jpg: image is truncated or corrupt' in msg
+    assert not (tmp_path / 'm').exists()
     assert not list(tmp_path.rglob('*.tmp'))
 
 
@@ -156,7 +162,7 @@ def test_bad_labels_masks_and_prototypes(tiny_clip, tiny_voc, tmp_path):
     small = tmp_path / 'small.png'
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(small)
     infos[3]['seg_map_path'] = str(small)
-    with pytest.raises(ValueError, match=r'small\.png: mask is 10x10 but its image is 48x64'):
+    with pytest.raises(ValueError, match=r'small\.png: GT mask is 10x10, its image is 48x64'):
         Phase1(tiny_clip, make_records(infos, NUM_FG), text_protos(), NUM_FG,
                str(tmp_path / 'w'), vpl=VPL, logger=lambda m: None).run()
     with pytest.raises(ValueError, match='prototypes must be'):

@@ -15,14 +15,13 @@ so it runs at 2 images per process (its ASPP image-pool BN needs 2).
 """
 import re
 import socket
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ONE_THREAD, ROOT
+from conftest import ONE_THREAD
 from synthetic_datasets import make_coco14, make_voc_aug
 from test_tools import run_tool
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import ONE_THREAD, ROOT
+from conftest import ONE_THREAD
 from test_tools import run_tool
 
 

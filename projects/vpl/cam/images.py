@@ -7,7 +7,7 @@ batch: :func:`size_batches` groups images of the same input size.
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -152,3 +152,19 @@ def shard(items: Sequence, rank: int, world_size: int, block: Optional[int] = No
     item once, in order)."""
     block = block or shard_block(len(items))
     return [it for i, it in enumerate(items) if (i // block) % world_size == rank]
+
+
+def pending_batches(records: Sequence[ImageRecord], batches: Sequence[Sequence[int]],
+                    finished: Callable[[ImageRecord], bool]
+                    ) -> Tuple[List[ImageRecord], int]:
+    """The records of every batch of ``batches`` (index lists into ``records``, as
+    :func:`~.cam_pass.block_batches` makes them) with an unfinished image — finished
+    images of such a batch are redone, so that its composition, and with it every byte,
+    is the uninterrupted run's — and the number of images that were finished.
+
+    Size batches of any union of whole batches are those batches again (all but a
+    size's last batch are full), so the pass over the returned list batches as the
+    uninterrupted run did."""
+    done = [finished(r) for r in records]
+    todo = [records[i] for idx in batches if not all(done[i] for i in idx) for i in idx]
+    return todo, sum(done)

@@ -11,42 +11,37 @@ run (METHOD §2–§5), in plain PyTorch (``torch.distributed`` when a process g
 3. *Pass 2*: GradCAMs with the prototypes (``W``, or ``Z`` for ``mode='text'``, the
    CLIP-ES baseline), CAA, score stacks, DenseCRF in a worker pool, PNGs (+ CAM files).
 
-Output folder ``out_dir``: ``{name}.png``, ``cams/{name}.npz`` (optional),
-``prototypes.pth`` and ``phase1_state.json`` (the fingerprint of every input that changes
-the result, and ``done`` once all ranks finished). A rerun with the same fingerprint
-loads a finished result, or resumes: learned prototypes are reused and finished images
-skipped. A different fingerprint is an error unless ``overwrite=True``.
+Before pass 1 every file of the split is scanned (:mod:`.scan`, seconds). Output folder
+``out_dir``: ``{name}.png``, ``cams/{name}.npz`` (optional), ``prototypes.pth`` and
+``phase1_state.json`` (the fingerprint of every setting that can change a byte, and
+``done`` once all ranks finished; :mod:`.folder`). A rerun with the same fingerprint
+loads a finished result, or resumes: learned prototypes are reused, images whose files
+pass their content check are skipped, and every batch with an unfinished image is redone
+whole, so the bytes are the uninterrupted run's. A different fingerprint is an error
+naming each differing key unless ``overwrite=True``.
 """
-import hashlib
-import json
 import os
 import time
 from dataclasses import asdict
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from ..utils.dist import barrier, rank_world
-from ..utils.io import atomic_open, atomic_torch_save
 from .affinity import background_score, last_blocks
-from .cam_pass import cam_batches, make_cache
+from .cam_pass import block_batches, cam_batches, make_cache
 from .config import AMP_DTYPES, CAMConfig, Phase1Result, VPLConfig
 from .crf import CRFParams
+from .folder import (HOW_TO_CONTINUE, PROTOTYPE_FILE, STATE_FILE, Phase1Folder,  # noqa: F401
+                     digest, io_error, tensor_digest)
 from .gradcam import allowed_mask, check_prototypes
-from .images import ImageRecord, clip_input_size, image_size, load_mask, shard, shard_block
+from .images import ImageRecord, clip_input_size, load_mask, pending_batches, shard, shard_block
 from .pass2_cache import Pass2Cache
 from .pixel_set import PixelSet, PixelSetBuilder
 from .prototypes import gap_metrics, image_targets, learn_prototypes
-from .pseudo_labels import (PseudoLabelWriter, cam_file_path, is_finished,
-                            pseudo_label_path, score_stack)
-
-STATE_FILE = 'phase1_state.json'
-PROTOTYPE_FILE = 'prototypes.pth'
-
-
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+from .pseudo_labels import PseudoLabelWriter, score_stack
+from .scan import ScanResult, scan_records
 
 
 class _LogProgress:
@@ -86,6 +81,8 @@ class Phase1:
         progress: ``(total, desc) -> object with update(n), close()``.
         mean, std: RGB normalisation (0–1 scale); default CLIP's own. The hook passes the
             model's data preprocessor's, so phase 1 sees images as training does.
+        scan: the up-front scan of ``records`` if already made (the hook scans before it
+            encodes the text prototypes); None: :meth:`run` scans first.
     """
 
     def __init__(self, clip, records: Sequence[ImageRecord], text_prototypes: torch.Tensor,
@@ -96,7 +93,8 @@ class Phase1:
                  logger: Callable[[str], None] = print,
                  progress: Optional[Callable] = None,
                  mean: Optional[Sequence[float]] = None,
-                 std: Optional[Sequence[float]] = None) -> None:
+                 std: Optional[Sequence[float]] = None,
+                 scan: Optional[ScanResult] = None) -> None:
         if mode not in ('vision', 'text'):
             raise ValueError(f"mode must be 'vision' or 'text', got {mode!r}")
         if cam.amp not in AMP_DTYPES:
@@ -113,6 +111,8 @@ class Phase1:
         self.progress = progress or (lambda total, desc: _LogProgress(total, desc, logger))
         self.blocks = last_blocks(clip.num_layers, cam.caa_blocks)
         self.cam_dir = os.path.join(self.out_dir, 'cams') if save_cams else None
+        self.folder = Phase1Folder(self.out_dir, self.cam_dir, logger)
+        self._scan = scan
         self._pass2_cache: Optional[Pass2Cache] = None
         self._positions: Optional[dict] = None
 
@@ -131,135 +131,164 @@ class Phase1:
 
     # ------------------------------------------------------------ fingerprint
     def config(self) -> dict:
-        """Every input that changes the pseudo-labels (the fingerprint's content)."""
-        cam = {k: v for k, v in asdict(self.cam).items() if k not in (
-            'batch_size', 'method', 'cache_memory_gb', 'cache_dir', 'cache_disk_gb')}
-        vpl = ({k: v for k, v in asdict(self.vpl).items()
-                if k not in ('log_interval', 'pixel_device', 'gap_figures')}
-               if self.mode == 'vision' else None)
-        return dict(version=1, mode=self.mode, clip=self.clip.fingerprint,
-                    text_prototypes=_digest(self.text_protos.cpu().numpy().round(6).tolist()),
+        """Every setting that can change a byte of the output (the fingerprint's content,
+        :mod:`.folder`): values exact (normalisation as floats, ``Z`` by its bytes), the
+        batch size and GradCAM method (a batch's composition and kernels round the odd
+        pixel differently) and the devices. Not in it: the number of ranks (the learning's
+        sums are exact and blocks are the split's, :mod:`.pixel_set`), the pass-2 cache
+        (the same bits as recomputing, :mod:`.pass2_cache`), the gap figures and the log
+        interval (the log only)."""
+        cam = {k: v for k, v in asdict(self.cam).items()
+               if k not in ('cache_memory_gb', 'cache_dir', 'cache_disk_gb')}
+        vpl = None
+        if self.mode == 'vision':
+            vpl = {k: v for k, v in asdict(self.vpl).items()
+                   if k not in ('log_interval', 'gap_figures')}
+            vpl['pixel_device'] = torch.device(self.vpl.pixel_device or self.clip.device).type
+        return dict(version=3, mode=self.mode, clip=self.clip.fingerprint,
+                    device=self.clip.device.type,
+                    text_prototypes=tensor_digest(self.text_protos),
                     num_fg=self.num_fg, cam=cam, vpl=vpl,
-                    normalisation=[round(v, 6) for v in self.mean + self.std],
+                    mean=list(self.mean), std=list(self.std),
                     crf=None if self.crf is None else self.crf.to_dict(),
                     conf_threshold=self.conf_threshold,
-                    split=_digest([(r.name, r.labels) for r in self.records]))
+                    split=digest([(r.name, r.labels) for r in self.records]))
 
     def fingerprint(self) -> str:
         """SHA-256 of :meth:`config`."""
-        return _digest(self.config())
-
-    def _state_path(self) -> str:
-        return os.path.join(self.out_dir, STATE_FILE)
+        return digest(self.config())
 
     def read_state(self) -> Optional[dict]:
         """The folder's ``phase1_state.json``, or None."""
-        path = self._state_path()
-        if not os.path.isfile(path):
-            return None
-        with open(path, encoding='utf-8') as f:
-            try:
-                return json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f'{path}: corrupt phase-1 state file ({e}); delete it') from None
+        return self.folder.read_state()
 
-    def _write_state(self, **extra) -> None:
-        state = dict(fingerprint=self.fingerprint(), config=self.config(), **extra)
-        with atomic_open(self._state_path(), 'w') as f:
-            json.dump(state, f, indent=2, default=str)
+    def scan_inputs(self) -> ScanResult:
+        """The up-front scan of this split (:func:`~.scan.scan_records`; once)."""
+        if self._scan is None:
+            self._scan = scan_records(self.records, logger=self.logger)
+        return self._scan
 
-    def _clear(self) -> None:
-        """Remove this run's outputs for the listed images (``overwrite=True``)."""
-        paths = [pseudo_label_path(self.out_dir, r.name) for r in self.records]
-        paths += [cam_file_path(os.path.join(self.out_dir, 'cams'), r.name)
-                  for r in self.records]
-        paths += [os.path.join(self.out_dir, n) for n in (PROTOTYPE_FILE, STATE_FILE)]
-        for p in paths:
-            if os.path.isfile(p):
-                os.unlink(p)
+    def sizes(self) -> Dict[str, Tuple[int, int]]:
+        """``{name: (H, W)}`` of every image, from the scan."""
+        return {r.name: s for r, s in zip(self.records, self.scan_inputs().sizes)}
+
+    def _input_sizes(self, records: Sequence[ImageRecord]) -> List[Tuple[int, int]]:
+        """CLIP input sizes of ``records`` (images of this split), from the scan."""
+        sizes = self.sizes()
+        return [clip_input_size(*sizes[r.name], self.clip.patch_size, self.cam.scale)
+                for r in records]
+
+    def my_records(self) -> List[ImageRecord]:
+        """This rank's images: whole blocks of the split (:func:`~.images.shard`)."""
+        rank, world = rank_world()
+        return shard(self.records, rank, world)
 
     # -------------------------------------------------------------------- run
     def run(self, overwrite: bool = False) -> Phase1Result:
-        """Run (or load, or resume) phase 1; every rank returns the same prototypes."""
+        """Run (or load, or resume) phase 1; every rank returns the same prototypes.
+
+        The inputs are scanned first (seconds); a finished folder of this fingerprint
+        is loaded, an interrupted one resumed (docs/phase1.md, *Output, resume,
+        distributed*)."""
+        try:
+            return self._run(overwrite)
+        except OSError as e:
+            if HOW_TO_CONTINUE in str(e):
+                raise
+            raise io_error(e, f'phase 1 stopped writing to {self.out_dir}') from e
+
+    def _run(self, overwrite: bool) -> Phase1Result:
         rank, world = rank_world()
-        fp, t0 = self.fingerprint(), time.perf_counter()
+        t0 = time.perf_counter()
+        self.scan_inputs()
+        fp, config, sizes = self.fingerprint(), self.config(), self.sizes()
         state = self.read_state()
-        if state is not None and state.get('fingerprint') != fp:
+        if (state is not None and state.get('fingerprint') != fp) or (
+                state is None and self.folder.has_labels()):
             if not overwrite:
-                old = state.get('config', {})
-                diff = sorted(k for k in set(old) | set(self.config())
-                              if old.get(k) != self.config().get(k))
-                raise RuntimeError(
-                    f'{self.out_dir} holds phase-1 output of a different configuration '
-                    f'(differs in: {", ".join(diff) or "unknown"}); use another folder or '
-                    'overwrite=True (--overwrite) to replace it')
+                raise RuntimeError(self.folder.refusal(state, config))
             barrier()
             if rank == 0:
-                self._clear()
+                self.folder.clear(self.records)
             state = None
-        if state is not None and state.get('done') and not self._missing():
-            data = self._load_prototypes()
-            self.logger(f'phase 1: loaded the finished result in {self.out_dir}')
-            return Phase1Result(data['prototypes'], self.text_protos.cpu(), self.num_fg,
-                                self.out_dir, fp, state.get('log', {}), loaded=True)
+        if state is not None and state.get('done'):
+            unfinished = self.folder.unfinished(self.records, sizes)
+            data = (None if unfinished else
+                    self.folder.load_prototypes(fp, tuple(self.text_protos.shape)))
+            if data is not None:
+                self.logger(f'phase 1: loaded the finished result in {self.out_dir}')
+                return Phase1Result(data['prototypes'], self.text_protos.cpu(), self.num_fg,
+                                    self.out_dir, fp, state.get('log', {}), loaded=True)
         barrier()
         if rank == 0:
             os.makedirs(self.out_dir, exist_ok=True)
-            self._write_state(done=False)
+            self.folder.remove_temporaries()
+            self.folder.write_state(fp, config, done=False)
         barrier()
         log = dict(times={}, world_size=world)
         protos = self._prototypes(log)
         t = time.perf_counter()
-        mine = shard(self.records, rank, world)
-        todo = [r for r in mine if not is_finished(self.out_dir, r.name, self.cam_dir)]
+        mine = self.my_records()
+        unfinished = self.folder.unfinished(mine, sizes)
+        self.folder.report_damaged(unfinished)
+        groups = block_batches(mine, self._input_sizes(mine), self.records,
+                               self.cam.batch_size)
+        todo, finished = pending_batches(mine, groups, lambda r: r.name not in unfinished)
         self._write_labels(todo, protos)
         barrier()
         log['times']['pseudo_labels'] = time.perf_counter() - t
         log['times']['total'] = time.perf_counter() - t0
         log['images'] = len(self.records)
-        skipped = f' ({len(mine) - len(todo)} were finished)' if len(todo) < len(mine) else ''
+        skipped = f' ({finished} were finished)' if finished else ''
         self.logger(f'phase 1 [pseudo-labels]: {len(todo)} images of this rank written in '
                     f'{log["times"]["pseudo_labels"]:.1f} s{skipped}; total '
                     f'{log["times"]["total"]:.1f} s')
         if rank == 0:
-            self._write_state(done=True, log=log)
+            self.folder.write_state(fp, config, done=True, log=log)
         barrier()
         return Phase1Result(protos.cpu(), self.text_protos.cpu(), self.num_fg,
                             self.out_dir, fp, log)
 
-    def _missing(self) -> List[str]:
-        return [r.name for r in self.records
-                if not is_finished(self.out_dir, r.name, self.cam_dir)]
-
-    def _load_prototypes(self) -> dict:
-        path = os.path.join(self.out_dir, PROTOTYPE_FILE)
-        data = torch.load(path, map_location='cpu', weights_only=True)
-        if data.get('fingerprint') != self.fingerprint():
-            raise RuntimeError(f'{path}: prototypes of another configuration')
-        expected = tuple(self.text_protos.shape)
-        if tuple(data['prototypes'].shape) != expected:
-            raise ValueError(f'{path}: {tuple(data["prototypes"].shape)} prototypes, '
-                             f'expected {expected}')
-        return data
+    def learn(self, overwrite: bool = False) -> Tuple[torch.Tensor, dict]:
+        """The prototypes without pass 2: ``Z`` in text mode, else ``W`` (pass 1 +
+        learning, or ``out_dir/prototypes.pth`` when its fingerprint matches), and the log
+        (loss, gap figures; times when learned now). For tools that score prototypes on
+        other splits (:meth:`with_prototypes`) without this split's pseudo-labels.
+        ``overwrite``: replace a prototype file of another configuration."""
+        self.scan_inputs()
+        path = self.folder.prototype_path
+        if rank_world()[0] == 0:
+            os.makedirs(self.out_dir, exist_ok=True)
+            if overwrite and os.path.isfile(path):
+                saved = torch.load(path, map_location='cpu', weights_only=True)
+                if saved.get('fingerprint') != self.fingerprint():
+                    os.unlink(path)
+        barrier()
+        log = dict(times={}, world_size=rank_world()[1])
+        protos = self._prototypes(log)
+        if self._pass2_cache is not None:  # no pass 2 here
+            self._pass2_cache.close()
+            self._pass2_cache = None
+        return protos, log
 
     # ------------------------------------------------------------- prototypes
     def _prototypes(self, log: dict) -> torch.Tensor:
         """``Z`` (text mode), saved ``W`` (resume), or pass 1 + learning."""
-        path = os.path.join(self.out_dir, PROTOTYPE_FILE)
+        data = (self.folder.load_prototypes(self.fingerprint(), tuple(self.text_protos.shape))
+                if self.mode == 'vision' else None)
         if self.mode == 'text':
             protos = self.text_protos
-        elif os.path.isfile(path):
-            data = self._load_prototypes()
+        elif data is not None:
             log.update(data.get('log', {}))
-            self.logger(f'phase 1: reusing the learned prototypes in {path}')
+            self.logger(f'phase 1: reusing the learned prototypes in '
+                        f'{self.folder.prototype_path}')
             return data['prototypes'].to(self.clip.device)
         else:
             protos = self._learn(log)
         if rank_world()[0] == 0:
-            atomic_torch_save(dict(prototypes=protos.cpu(), num_fg=self.num_fg,
-                                   fingerprint=self.fingerprint(),
-                                   log={k: v for k, v in log.items() if k != 'times'}),
-                              path)
+            self.folder.save_prototypes(dict(
+                prototypes=protos.cpu(), num_fg=self.num_fg, fingerprint=self.fingerprint(),
+                log={k: v for k, v in log.items() if k != 'times'}))
         barrier()
         return protos
 
@@ -269,16 +298,13 @@ class Phase1:
         text-prototype seeds), in buffers sized from the image headers
         (:class:`~.pixel_set.PixelSetBuilder`). ``for_pass2``: also keep what pass 2
         needs (:mod:`.pass2_cache`)."""
-        rank, world = rank_world()
         vpl = self.vpl
         tau_t = vpl.tau_t if vpl.tau_t is not None else 1.0 / self.clip.logit_scale
-        records = shard(self.records, rank, world)
+        records = self.my_records()
         blocks = [self._global_index()[r.name] // shard_block(len(self.records))
                   for r in records]
         ids = sorted(set(blocks))
-        patch = self.clip.patch_size
-        counts = [h * w // patch ** 2 for h, w in (
-            clip_input_size(*image_size(r.img_path), patch, self.cam.scale) for r in records)]
+        counts = [h * w // self.clip.patch_size ** 2 for h, w in self._input_sizes(records)]
         with_gt = vpl.gap_figures and all(r.seg_map_path and os.path.isfile(r.seg_map_path)
                                           for r in self.records)
         device = torch.device(vpl.pixel_device) if vpl.pixel_device else self.clip.device
