@@ -125,12 +125,12 @@ def test_missing_and_corrupt_images_are_found_before_clip_runs(tiny_clip, record
                                                                  monkeypatch):
     """A missing, a garbage and a truncated image at the end of the split: one error
     names all three, raised by the input scan before any CLIP forward."""
-    import projects.vpl.cam.phase1 as phase1_module
+    import projects.vpl.cam.cam_pass as cam_pass
 
     def no_clip(*args, **kwargs):
         raise AssertionError('CLIP ran before the input scan failed')
 
-    monkeypatch.setattr(phase1_module, 'clip_gradcam', no_clip)
+    monkeypatch.setattr(cam_pass, 'clip_gradcam', no_clip)
     bad = list(records)
     garbage = tmp_path / 'garbage.jpg'
     garbage.write_bytes(b'not an image at all')

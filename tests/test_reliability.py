@@ -31,12 +31,12 @@ def quiet(*args, **kwargs):
 
 def no_clip(monkeypatch) -> None:
     """Make any CLIP image forward of phase 1 fail the test."""
-    import projects.vpl.cam.phase1 as phase1_module
+    import projects.vpl.cam.cam_pass as cam_pass
 
     def fail(*args, **kwargs):
         raise AssertionError('CLIP ran before the inputs were checked')
 
-    monkeypatch.setattr(phase1_module, 'clip_gradcam', fail)
+    monkeypatch.setattr(cam_pass, 'clip_gradcam', fail)
 
 
 # ------------------------------------------------------------- one fingerprint
@@ -88,7 +88,7 @@ def test_every_setting_that_changes_a_byte_changes_the_fingerprint(tiny_clip, re
     changed = dict(batch_size=fp(cam=CAMConfig(batch_size=2)),
                    method=fp(cam=CAMConfig(method='replicate')),
                    mean=fp(mean=mean, std=tiny_clip.std), z=fp(protos=z1),
-                   dtype=fp(vpl=VPLConfig(**dict(VPL.__dict__, dtype='float32'))))
+                   dtype=fp(vpl=VPLConfig(**dict(VPL.__dict__, dtype='float64'))))
     assert all(v != ref for v in changed.values()), [k for k, v in changed.items()
                                                     if v == ref]
     assert fp(vpl=VPLConfig(**dict(VPL.__dict__, log_interval=1)), num_workers=3) == ref
