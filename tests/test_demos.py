@@ -24,19 +24,22 @@ def _load_demo(name):
     return module
 
 
+#: the tiny toy world of these tests (a toy folder of other sizes is refused).
+TOY_WORLD_SIZE = dict(num_train=8, num_val=2)
+
+
 @pytest.fixture(scope='module')
 def toy_run(tmp_path_factory):
     """``(work dir, world dir, checkpoint)`` of a tiny toy training run."""
     tmp = tmp_path_factory.mktemp('toy_run')
     world, work = tmp / 'world', tmp / 'work'
-    gen = dict(num_train=8, num_val=2)
     opts = [f'{d}.data_root={world}' for d in ('train_dataloader.dataset.dataset',
                                                'val_dataloader.dataset',
                                                'test_dataloader.dataset')]
     opts += [f'{d}.generate.{k}={v}' for d in ('train_dataloader.dataset.dataset',
                                                'val_dataloader.dataset',
                                                'test_dataloader.dataset')
-             for k, v in gen.items()]
+             for k, v in TOY_WORLD_SIZE.items()]
     opts += ['custom_hooks.0.vpl.iters=10', 'custom_hooks.0.save_cams=True',
              'custom_hooks.0.num_workers=0', 'train_cfg.max_iters=2',
              'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2',
@@ -158,7 +161,9 @@ def test_format_only_with_another_dataset(toy_run, toy_model, tmp_path):
     out = tmp_path / 'preds'
     log = run_tool([sys.executable, 'tools/test.py', str(TOY), str(ckpt), '--format-only',
                     '--out', str(out), '--work-dir', str(tmp_path / 'work'), '--cfg-options',
-                    f'test_dataloader.dataset.data_root={world}'], env_extra=ONE_THREAD)
+                    f'test_dataloader.dataset.data_root={world}',
+                    *[f'test_dataloader.dataset.generate.{k}={v}'
+                      for k, v in TOY_WORLD_SIZE.items()]], env_extra=ONE_THREAD)
     assert 'mIoU:' not in log
     names = (world / 'ImageSets/Segmentation/val.txt').read_text().split()
     palette = sum(toy_model.dataset_meta['palette'], [])
