@@ -6,13 +6,13 @@
 # frozen tiny CLIP shipped in checkpoints/, evaluates on toy val and prints mIoU.
 # The toy world is a bench, not VOC: never read its figures as VOC results.
 #
-# Numbers as in configs/vpl_clip_voc.py (METHOD) except where the toy world differs:
+# Numbers as in configs/vpl_clip_voc.py (docs/method.md) except where the toy world differs:
 #   CLIP: the shipped tiny CLIP (patch 8, width 64, 6 blocks, joint space 128), so the
 #     decoder reads blocks 1-5 (all but the last, as blocks 1-11 of 12 on ViT-B/16) and
 #     its embedding is 128-d (both taken from the backbone); inputs padded to multiples of 8.
 #   prompts: the toy classes and its 8 background concepts; the toy templates (the tiny
 #     CLIP's vocabulary has no "clean origami").
-#   tau_T = 1 / the tiny CLIP's own logit scale (METHOD: CLIP's temperature).
+#   tau_T = 1 / the tiny CLIP's own logit scale (docs/method.md: CLIP's temperature).
 #   CAA over the last 4 of 6 blocks (ViT-B/16: the last 8 of 12, two thirds).
 #   VPL: lr 0.03 per pixel ('pixel_mean'), 1,000 iterations, as the VOC/COCO configs:
 #     on the shipped CLIP's 58,800 train patches the loss falls 3.04 -> 1.06 monotonically

@@ -1,4 +1,4 @@
-# VPL on PASCAL VOC 2012 (aug): the whole pipeline in one config (METHOD §2-§6).
+# VPL on PASCAL VOC 2012 (aug): the whole pipeline in one config (docs/method.md §2-§6).
 #   bash tools/dist_train.sh configs/vpl_clip_voc.py 8
 # before_train: the VisionPrototypeHook (phase 1, configs/_base_/phase1/) learns the vision
 # prototypes, writes the pseudo-labels of train_aug to {work_dir}/pseudo_labels and hands

@@ -1,4 +1,5 @@
-"""Vision prototype learning (METHOD §4) on synthetic problems with a planted modality gap."""
+"""Vision prototype learning (docs/method.md §4) on synthetic problems with a planted
+modality gap."""
 import os
 import socket
 
@@ -76,7 +77,7 @@ def test_learning_lowers_loss_and_keeps_unit_norms(target):
 def test_planted_gap_is_recovered():
     """Text prototypes off the feature clusters by a shared offset + noise label the
     patches poorly; the learned prototypes (CAM targets) label them clearly better (the
-    centroid cosine moves little, as METHOD §4 notes for real data)."""
+    centroid cosine moves little, as docs/method.md §4 notes for real data)."""
     pixels, z = planted_gap('cam', noise=1.5, znoise=0.8)
     w, log = learn_prototypes(pixels, z, tau_i=0.03, lr=0.03, iters=150,
                               reduction='pixel_mean')

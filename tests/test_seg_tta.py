@@ -1,4 +1,4 @@
-"""VPLSegTTAModel: merging of flip / scale views and the test-time DenseCRF (METHOD §6)."""
+"""VPLSegTTAModel: merging of flip / scale views and the test-time DenseCRF (docs/method.md §6)."""
 import numpy as np
 import pytest
 import torch

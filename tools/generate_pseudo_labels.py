@@ -1,4 +1,4 @@
-"""Phase 1 of VPL outside training: pseudo-labels for any decoder (METHOD §2–§5).
+"""Phase 1 of VPL outside training: pseudo-labels for any decoder (docs/method.md §2–§5).
 
 Runs the config's ``VisionPrototypeHook`` exactly as ``before_train`` would — text
 prototypes, features of the train split, vision prototypes, CAMs, CAA, CRF — and writes

@@ -1,4 +1,4 @@
-"""Speed of the phase-1 CAM stage (METHOD §2-§4); not a test.
+"""Speed of the phase-1 CAM stage (docs/method.md §2-§4); not a test.
 
 For K = 1, 3, 6 present classes per image it measures images/s of
 

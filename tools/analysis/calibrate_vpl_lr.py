@@ -1,4 +1,5 @@
-"""Calibrate the VPL learning rate on a config's data (METHOD §4: "calibrate α on evidence").
+"""Calibrate the VPL learning rate on a config's data (docs/method.md §4: "calibrate α on
+evidence").
 
 Runs pass 1 of phase 1 once (pixel features and targets of the train split), then
 learns the prototypes for every learning rate given and reports, per rate, the loss

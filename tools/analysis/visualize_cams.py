@@ -8,9 +8,9 @@ Panels, left to right, each with its title:
 * **image** (titled with its image-level labels) and the **ground truth** (if the mask
   exists);
 * **text CAM** — CLIP-ES's GradCAM with the text prototypes ``Z``, refined by CAA
-  (METHOD §2–§3): Table 3 row I;
-* **VPL CAM** — the same with the learned vision prototypes ``W`` (METHOD §4): row II;
-* **pseudo-mask** — the phase-1 PNG (after the CRF, METHOD §5), if the phase-1 folder has
+  (docs/method.md §2–§3): Table 3 row I;
+* **VPL CAM** — the same with the learned vision prototypes ``W`` (docs/method.md §4): row II;
+* **pseudo-mask** — the phase-1 PNG (after the CRF, docs/method.md §5), if the phase-1 folder has
   the image (train split);
 * **prediction** — the decoder's (``--checkpoint``), through ``mmseg.apis``'s
   ``init_model`` / ``inference_model`` like any MMSeg model.

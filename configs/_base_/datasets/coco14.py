@@ -1,4 +1,4 @@
-# COCO 2014 objects, 81 classes (background + 80; METHOD.md §6b). Prepare with
+# COCO 2014 objects, 81 classes (background + 80; docs/method.md §6b). Prepare with
 #   python tools/dataset_converters/coco14.py data/coco2014
 # (docs/prepare_data.md). Train: the 82,081 train2014 images with at least one object;
 # val/test: the 40,137 val2014 images with objects. Masks are single-channel PNGs with

@@ -1,4 +1,4 @@
-# PASCAL VOC 2012 + SBD "aug" (METHOD.md §6b). Prepare with
+# PASCAL VOC 2012 + SBD "aug" (docs/method.md §6b). Prepare with
 #   python tools/dataset_converters/voc_aug.py data/VOCdevkit data/benchmark_RELEASE
 # (docs/prepare_data.md). Train: train_aug (10,582) on SegmentationClassAug; val/test:
 # val (1,449) on VOC's own SegmentationClass. Seed / pseudo-mask quality is reported on

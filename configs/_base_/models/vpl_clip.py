@@ -1,4 +1,4 @@
-# EncoderDecoder on a frozen CLIP ViT-B/16 (METHOD §0, §6). The decode head is set by the
+# EncoderDecoder on a frozen CLIP ViT-B/16 (docs/method.md §0, §6). The decode head is set by the
 # top-level configs (VPLHead for VPL; any MMSeg head works on these maps).
 # CLIPEncoderDecoder = MMSeg's EncoderDecoder that fills head keys left None (in_channels,
 # in_index, embed_dims) from the backbone, and out_indices=None = every block but the last:

@@ -1,4 +1,4 @@
-# The VPL model (METHOD §6): the frozen CLIP ViT-B/16 of vpl_clip.py with the VPLHead
+# The VPL model (docs/method.md §6): the frozen CLIP ViT-B/16 of vpl_clip.py with the VPLHead
 # decoder and prototype classifier. Sources of the numbers: the table at the top of
 # configs/vpl_clip_voc.py. Top configs set num_classes. The input widths, the blocks read
 # and the prototype dimension (None) come from the CLIP backbone (CLIPEncoderDecoder):

@@ -1,9 +1,9 @@
-# VPL phase 1 on PASCAL VOC (METHOD §2-§5): the VisionPrototypeHook runs at before_train
+# VPL phase 1 on PASCAL VOC (docs/method.md §2-§5): the VisionPrototypeHook runs at before_train
 # (or alone: python tools/generate_pseudo_labels.py CONFIG). Every number of phase 1 is
 # here; override one with e.g. --cfg-options custom_hooks.0.vpl.tau_i=0.05.
 # vpl_coco.py and the CLIP-ES baselines (clip_es_*.py) inherit this hook and state only
 # what they change.
-# Where each number comes from (P = the VPL paper / METHOD, C = CLIP-ES's code,
+# Where each number comes from (P = the VPL paper / docs/method.md, C = CLIP-ES's code,
 # O = our choice, documented in projects/vpl/cam/*):
 #   text prototypes: CLIP-ES class synonyms + 25 background concepts, the 'ensemble'
 #     of templates (the paper's headline setting: Table 3 row I = Table 4's

@@ -1,4 +1,4 @@
-# Phase-2 schedule of the VPL paper (METHOD §6), VOC: 30k iterations, SGD momentum 0.9,
+# Phase-2 schedule of the VPL paper (docs/method.md §6), VOC: 30k iterations, SGD momentum 0.9,
 # weight decay 1e-4 — all three from the paper. The paper gives no learning rate, warm-up
 # or decay policy: lr 0.03 with MMSeg's poly decay (power 0.9, eta_min 1e-4) and no
 # warm-up are our choice — 0.03 was the best of {0.01, 0.03, 0.05, 0.1} in a decoder

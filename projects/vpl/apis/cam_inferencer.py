@@ -2,10 +2,10 @@
 
 :class:`CAMInferencer` is what ``demo/cam_demo.py`` draws: for an image and a list of
 class names it makes, with phase 1's own code (:meth:`projects.vpl.cam.Phase1.cam_batches`:
-CLIP-ES's GradCAM, METHOD §2, refined by CAA, METHOD §3), the CAM of every class
+CLIP-ES's GradCAM, docs/method.md §2, refined by CAA, docs/method.md §3), the CAM of every class
 
 * with the **text prototypes** ``Z`` (Table 3 row I), and
-* with the **vision prototypes** ``W`` learned by a VPL run (METHOD §4, row II), read
+* with the **vision prototypes** ``W`` learned by a VPL run (docs/method.md §4, row II), read
   from ``--prototypes``: the run's ``{work_dir}/vpl_prototypes.pth`` (prototypes named
   by their class prompts and background concepts) or a training checkpoint (its
   ``meta['vpl_prototypes']``, named by the checkpoint's dataset classes).

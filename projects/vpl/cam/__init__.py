@@ -1,5 +1,5 @@
 """Phase 1 of VPL as plain tensor code (no MMEngine): CLIP-ES GradCAM, CAA, vision
-prototype learning, DenseCRF and pseudo-label files (METHOD §2–§5)."""
+prototype learning, DenseCRF and pseudo-label files (docs/method.md §2–§5)."""
 from .affinity import (attention_affinity, background_score, box_mask, box_masks,
                        caa_refine, last_blocks, refine_batch, refine_cams, sinkhorn_symmetric,
                        square, upsample)

@@ -1,4 +1,4 @@
-"""Class-aware attention affinity (CAA) of CLIP-ES (METHOD §3).
+"""Class-aware attention affinity (CAA) of CLIP-ES (docs/method.md §3).
 
 * Affinity: the head-averaged patch-to-patch attention of the last 8 blocks, averaged;
   Sinkhorn-style normalisation (columns, then rows; three rounds); symmetrised
@@ -30,7 +30,7 @@ def last_blocks(num_layers: int, count: int = 8) -> Tuple[int, ...]:
 
 def sinkhorn_symmetric(attn: Sequence[torch.Tensor], sinkhorn_rounds: int = 3
                        ) -> torch.Tensor:
-    """The symmetrised Sinkhorn matrix ``S`` of CAA before squaring (METHOD §3): the mean
+    """The symmetrised Sinkhorn matrix ``S`` of CAA before squaring (docs/method.md §3): the mean
     of the attention maps, ``sinkhorn_rounds`` rounds of column-then-row normalisation,
     then ``(T + Tᵀ)/2`` — exactly symmetric, bit for bit (float addition commutes)."""
     if not attn:
@@ -51,7 +51,7 @@ def square(trans: torch.Tensor, power: int = 1) -> torch.Tensor:
 
 def attention_affinity(attn: Sequence[torch.Tensor], sinkhorn_rounds: int = 3,
                        power: int = 1) -> torch.Tensor:
-    """CAA transition matrix from attention maps (METHOD §3).
+    """CAA transition matrix from attention maps (docs/method.md §3).
 
     Args:
         attn: ``(B, n, n)`` (or ``(n, n)``) attention maps, one per block; averaged.
@@ -119,7 +119,7 @@ def refine_batch(trans: torch.Tensor, cams: List[torch.Tensor], phi: float = 0.4
 def caa_refine(attn: Dict[int, torch.Tensor], cams: List[torch.Tensor],
                blocks: Sequence[int], phi: float = 0.4, sinkhorn_rounds: int = 3,
                power: int = 1) -> List[torch.Tensor]:
-    """CAA for a batch: refined ``(K_i, h, w)`` CAMs of every image (METHOD §3).
+    """CAA for a batch: refined ``(K_i, h, w)`` CAMs of every image (docs/method.md §3).
 
     Args:
         attn: ``{block: (B, n, n)}`` from the GradCAM forward.
@@ -143,5 +143,5 @@ def upsample(maps: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
 
 
 def background_score(cams: torch.Tensor, power: float = 1.0) -> torch.Tensor:
-    """``(1 - max_c cam_c)^α`` of ``(K, H, W)`` CAMs -> ``(1, H, W)`` (METHOD §3)."""
+    """``(1 - max_c cam_c)^α`` of ``(K, H, W)`` CAMs -> ``(1, H, W)`` (docs/method.md §3)."""
     return (1 - cams.amax(dim=0, keepdim=True)).clamp_min(0) ** power

@@ -1,4 +1,5 @@
-"""One CAM pass of phase 1 over a list of images: decode, batch, GradCAM, CAA (METHOD §2–§3).
+"""One CAM pass of phase 1 over a list of images: decode, batch, GradCAM, CAA
+(docs/method.md §2–§3).
 
 Both passes of :class:`~.phase1.Phase1` run :func:`cam_batches` — pass 1 with the text
 prototypes ``Z`` (keeping what pass 2 needs, :mod:`.pass2_cache`), pass 2 with the

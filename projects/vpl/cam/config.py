@@ -1,4 +1,5 @@
-"""Settings and result of a phase-1 run (METHOD §2–§4); defaults are the paper's / CLIP-ES's."""
+"""Settings and result of a phase-1 run (docs/method.md §2–§4); defaults are the paper's /
+CLIP-ES's."""
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -9,7 +10,7 @@ AMP_DTYPES = {None: None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 @dataclass
 class CAMConfig:
-    """GradCAM / CAA settings (METHOD §2–§3).
+    """GradCAM / CAA settings (docs/method.md §2–§3).
 
     Attributes:
         scale: input scale before rounding up to the patch (CLIP-ES: 1.0).
@@ -48,7 +49,7 @@ class CAMConfig:
 
 @dataclass
 class VPLConfig:
-    """Vision prototype learning settings (METHOD §4; see :mod:`.prototypes`).
+    """Vision prototype learning settings (docs/method.md §4; see :mod:`.prototypes`).
 
     ``tau_t=None`` uses the CLIP model's own temperature ``1 / logit_scale``.
     ``pixel_device=None`` keeps the pixel features on CLIP's device.

@@ -3,10 +3,11 @@
 One fingerprint = one result (docs/phase1.md, *Output, resume, distributed*; the files
 are docs/method.md §5's). ``phase1_state.json`` holds the fingerprint of every setting
 that can change a byte of the output and the settings themselves, so that a run with
-other settings is refused with each differing key and both values (:func:`config_diff`). Finished images are those whose files pass
-the content checks of :func:`~.pseudo_labels.output_problem`; anything else — a missing,
-0-byte, truncated or wrong-sized file — is redone. Temporary files that killed writes
-left behind are removed when the next run starts. A corrupt ``prototypes.pth`` is
+other settings is refused with each differing key and both values (:func:`config_diff`).
+Finished images are those whose files pass the content checks of
+:func:`~.pseudo_labels.output_problem`; anything else — a missing, 0-byte, truncated or
+wrong-sized file — is redone. Temporary files that killed writes left behind are removed
+when the next run starts. A corrupt ``prototypes.pth`` is
 learned again (learning is deterministic under one fingerprint).
 """
 import hashlib

@@ -1,4 +1,4 @@
-"""CLIP-ES GradCAM (METHOD §2) for all present classes of a batch of images in one pass.
+"""CLIP-ES GradCAM (docs/method.md §2) for all present classes of a batch of images in one pass.
 
 CLIP-ES runs blocks ``1..L-1`` once, then for every present class one forward of the last
 block and one backward: the GradCAM activation is the last block's ``ln_1`` output, the
@@ -43,7 +43,7 @@ class CAMBatch:
         cams: per image a ``(K_i, h, w)`` tensor in ``[0, 1]``, rows in the order of the
             image's label list.
         features: ``(B, D, h, w)`` L2-normalised dense embeddings (VPL's pixel features,
-            METHOD §4), when requested.
+            docs/method.md §4), when requested.
         attn: head-averaged patch-to-patch attention of the requested blocks (1-based).
         grid: the patch grid ``(h, w)``.
         x_last: ``(B, 1+hw, width)`` input of the last block, when requested (what a
@@ -70,7 +70,7 @@ def check_prototypes(prototypes: torch.Tensor, num_fg: int, embed_dim: int) -> N
 def allowed_mask(labels: Sequence[Sequence[int]], num_fg: int, num_protos: int,
                  device: Optional[torch.device] = None) -> torch.Tensor:
     """``(B, C+B)`` bool: the image's present classes (ids ``1..C`` -> rows ``0..C-1``) and
-    every background concept (METHOD §2 logits, §4 ``A_i``).
+    every background concept (docs/method.md §2 logits, §4 ``A_i``).
 
     Raises:
         ValueError: an empty label set or an id outside ``1..num_fg``.
@@ -131,7 +131,7 @@ def clip_gradcam(clip, images: torch.Tensor, labels: Sequence[Sequence[int]],
                  return_features: bool = False, method: str = 'grads_batched',
                  amp_dtype: Optional[torch.dtype] = None,
                  return_last: bool = False) -> CAMBatch:
-    """CLIP-ES GradCAMs of every present class of every image, batched (METHOD §2).
+    """CLIP-ES GradCAMs of every present class of every image, batched (docs/method.md §2).
 
     Args:
         clip: a :class:`~projects.vpl.clip.FrozenCLIP`.

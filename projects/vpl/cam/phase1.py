@@ -1,7 +1,7 @@
 """Phase 1 end to end: features -> vision prototypes -> CAMs -> CAA -> CRF -> pseudo-labels.
 
 :class:`Phase1` is what the ``VisionPrototypeHook`` and ``tools/generate_pseudo_labels.py``
-run (METHOD §2–§5), in plain PyTorch (``torch.distributed`` when a process group is up):
+run (docs/method.md §2–§5), in plain PyTorch (``torch.distributed`` when a process group is up):
 
 1. *Pass 1* (``mode='vision'``): every image of this rank's shard through CLIP once — the
    GradCAMs with the text prototypes ``Z``, CAA, and the L2-normalised pixel features;

@@ -1,4 +1,4 @@
-"""The pixel set of VPL phase 1 (METHOD §4): what the loss needs, in preallocated buffers.
+"""The pixel set of VPL phase 1 (docs/method.md §4): what the loss needs, in preallocated buffers.
 
 Eq. 7 is ``L(W) = mean_k Σ_{n∈A_i} -P'_{k,n} log P_{k,n}`` with ``log P_{k,n} = x_k·w_n/τ -
 lse_k`` (``lse_k`` the log-sum-exp over the allowed entries ``A_i``). The target ``P'`` is

@@ -1,4 +1,4 @@
-"""Vision prototype learning (VPL phase 1, METHOD §4) and the modality-gap figures.
+"""Vision prototype learning (VPL phase 1, docs/method.md §4) and the modality-gap figures.
 
 Pixel features ``x_k`` (L2-normalised dense CLIP embeddings, one per patch) of every image
 ``i`` are classified against learnable prototypes ``W`` (``C`` foreground classes + ``B``
@@ -21,7 +21,7 @@ float32; every sum over pixels is made per chunk and rounded to fixed point, so 
 all-reduced gradient — and ``W`` — is the same bits on any number of ranks
 (:mod:`projects.vpl.utils.fixed_point`).
 
-Reduction and learning rate (METHOD leaves the reduction open, so α = 10 alone means
+Reduction and learning rate (docs/method.md leaves the reduction open, so α = 10 alone means
 nothing): ``'pixel_mean'`` (default) divides the summed loss by the number of pixels
 ``N``, as Eq. 7 is written; ``'element_mean'`` divides by ``N·(C+B)``, the reading of
 PyTorch's ``F.kl_div(..., reduction='mean')``. The gradients differ by the factor
@@ -50,7 +50,7 @@ def image_targets(features: torch.Tensor, text_protos: torch.Tensor, allowed: to
                   num_fg: int, target: str = 'cam', tau_t: float = 0.01,
                   labels: Sequence[int] = (), cams: Optional[torch.Tensor] = None
                   ) -> torch.Tensor:
-    """Target distribution ``P'`` of one image's pixels (METHOD §4), ``(n, C+B)``.
+    """Target distribution ``P'`` of one image's pixels (docs/method.md §4), ``(n, C+B)``.
 
     Args:
         features: ``(n, D)`` L2-normalised pixel features.
@@ -171,7 +171,7 @@ def learn_prototypes(pixels: PixelSet, init: torch.Tensor, tau_i: float = 0.03,
                      log_interval: int = 100, dtype: torch.dtype = torch.float32,
                      chunk: int = 65536, device: Optional[torch.device] = None,
                      logger=None) -> Tuple[torch.Tensor, dict]:
-    """Learn vision prototypes ``W`` by projected gradient descent on Eq. 7 (METHOD §4).
+    """Learn vision prototypes ``W`` by projected gradient descent on Eq. 7 (docs/method.md §4).
 
     Each step computes, chunk by chunk, the logits ``x·w/τ`` (one matrix product with the
     disallowed entries masked through its bias), the softmax ``P`` and ``Σ P xᵀ`` (a
@@ -254,7 +254,7 @@ def learn_prototypes(pixels: PixelSet, init: torch.Tensor, tau_i: float = 0.03,
 @torch.no_grad()
 def gap_metrics(pixels: PixelSet, protos: torch.Tensor, text_protos: torch.Tensor,
                 num_fg: int, chunk: int = 262144) -> Dict[str, float]:
-    """The modality-gap figures of METHOD §4 for prototypes ``protos``.
+    """The modality-gap figures of docs/method.md §4 for prototypes ``protos``.
 
     * ``proto_shift``: ``‖Z - W‖_F² / (C+B)`` (0 for ``W = Z``);
     * ``centroid_gap``: mean over the foreground classes present in ``pixels.labels`` of

@@ -1,4 +1,5 @@
-"""Pseudo-label files (METHOD §5): score stacks, CRF in a worker pool, atomic writes, resume.
+"""Pseudo-label files (docs/method.md §5): score stacks, CRF in a worker pool, atomic writes,
+resume.
 
 For each image the refined CAMs of its present classes (patch grid, ``[0, 1]``) are
 upsampled (bilinear) to the original size, stacked under the background score
@@ -94,7 +95,7 @@ def is_finished(out_dir: str, name: str, cam_dir: Optional[str] = None,
 
 def score_stack(refined: torch.Tensor, size: Tuple[int, int], bg_power: float = 1.0
                 ) -> torch.Tensor:
-    """``[bg score; CAMs]`` at the original size, ``(K+1, H, W)`` float32 (METHOD §3, §5).
+    """``[bg score; CAMs]`` at the original size, ``(K+1, H, W)`` float32 (docs/method.md §3, §5).
 
     Args:
         refined: ``(K, h, w)`` refined CAMs on the patch grid.

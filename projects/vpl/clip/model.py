@@ -2,11 +2,11 @@
 
 ``FrozenCLIP`` wraps an ``open_clip`` CLIP model and exposes, for one forward:
 
-* patch tokens of chosen blocks (the decoder's multi-level input, METHOD §6),
+* patch tokens of chosen blocks (the decoder's multi-level input, docs/method.md §6),
 * dense embeddings in the joint space: ``proj(ln_post(token))`` for every patch token
-  (the pixel features of VPL, METHOD §4),
-* head-averaged patch-to-patch attention of chosen blocks (CAA, METHOD §3),
-* the GradCAM split of CLIP-ES (METHOD §2): blocks ``1..L-1`` without gradient, the
+  (the pixel features of VPL, docs/method.md §4),
+* head-averaged patch-to-patch attention of chosen blocks (CAA, docs/method.md §3),
+* the GradCAM split of CLIP-ES (docs/method.md §2): blocks ``1..L-1`` without gradient, the
   activation = the last block's ``ln_1`` output with gradient, the image embedding =
   ``proj`` of the mean of the ``ln_post``-ed patch tokens.
 
@@ -15,8 +15,9 @@ embedding is interpolated to the patch grid — bilinearly with ``align_corners=
 and the class-token entry kept as is, as CLIP-ES does it (``pos_interpolation='bicubic'``
 is the alternative) — and, with ``pos_embed_fp16`` (default), the whole table is rounded
 to float16 as CLIP-ES's and WeCLIP's ``upsample_pos_emb`` do (``emb.half()``) on every
-device and at every size, the native grid included (docs/method.md §2). A size that is not a multiple of the patch is an error (the data
-pipelines and the CAM code resize images to multiples of the patch, as CLIP-ES rounds up).
+device and at every size, the native grid included (docs/method.md §2). A size that is
+not a multiple of the patch is an error (the data pipelines and the CAM code resize
+images to multiples of the patch, as CLIP-ES rounds up).
 
 Every method takes images already normalised with CLIP's mean/std (``FrozenCLIP.mean``
 and ``.std``, RGB in [0, 1] scale); in MMSeg this is the model's ``SegDataPreProcessor``.
@@ -295,7 +296,7 @@ class FrozenCLIP(nn.Module):
     @torch.no_grad()
     def gradcam_inputs(self, images: torch.Tensor, attn_blocks: Sequence[int] = ()
                        ) -> Tuple[torch.Tensor, Dict[int, torch.Tensor], Tuple[int, int]]:
-        """Blocks ``1..L-1`` without gradient (METHOD §2).
+        """Blocks ``1..L-1`` without gradient (docs/method.md §2).
 
         Returns:
             ``x_last`` (B, 1+hw, width): the input of the last block; the attention of the

@@ -1,4 +1,4 @@
-"""Text prototypes Z (METHOD §1): one per foreground class, one per background concept.
+"""Text prototypes Z (docs/method.md §1): one per foreground class, one per background concept.
 
 ``z_n = normalise(mean_t normalise(text_encoder(template_t.format(name_n))))`` — CLIP's
 zero-shot classifier recipe as CLIP-ES uses it. Rows ``0..C-1`` are the foreground
@@ -85,7 +85,7 @@ def encode_texts(clip, texts: Sequence[str], chunk: int = 256) -> torch.Tensor:
 def text_prototypes(clip, class_prompts: Sequence[str], bg_concepts: Sequence[str],
                     templates: Union[str, Sequence[str]] = 'ensemble',
                     cache_dir: Optional[PathLike] = None) -> torch.Tensor:
-    """Text prototypes Z, (C+B, D), L2-normalised (METHOD §1).
+    """Text prototypes Z, (C+B, D), L2-normalised (docs/method.md §1).
 
     Args:
         clip: a :class:`~projects.vpl.clip.FrozenCLIP`.

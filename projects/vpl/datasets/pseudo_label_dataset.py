@@ -1,6 +1,6 @@
 """Training on pseudo-labels: any MMSeg dataset, its masks swapped for a pseudo-label folder.
 
-Phase 2 of VPL (METHOD §6) and every "other decoder" trains on the pseudo-masks phase 1
+Phase 2 of VPL (docs/method.md §6) and every "other decoder" trains on the pseudo-masks phase 1
 writes as ``{pseudo_label_dir}/{name}.png`` (``name`` = the image's base name, bg 0,
 classes 1..C, 255 ignored). :class:`PseudoLabelDataset` wraps the dataset that lists the
 images (VOC ``train_aug``, COCO-2014 ``train``, ...) and serves the same images with:
@@ -45,7 +45,7 @@ REDO_THEM = ('rerun phase 1 on this folder (the same `tools/generate_pseudo_labe
 
 @DATASETS.register_module()
 class PseudoLabelDataset:
-    """A dataset wrapper serving pseudo-labels and image-level labels (METHOD §6).
+    """A dataset wrapper serving pseudo-labels and image-level labels (docs/method.md §6).
 
     Args:
         dataset: config (or instance) of the MMSeg dataset that lists the images; its
@@ -82,7 +82,7 @@ class PseudoLabelDataset:
         if getattr(dataset, 'reduce_zero_label', False):
             raise ValueError(f'PseudoLabelDataset: {type(dataset).__name__} uses '
                              f'reduce_zero_label=True, but pseudo-labels and image-level '
-                             f'labels use background = 0 (METHOD §5)')
+                             f'labels use background = 0 (docs/method.md §5)')
         self.dataset = dataset
         self.pipeline = Compose(list(pipeline))
         self.image_labels_spec = copy.deepcopy(image_labels)

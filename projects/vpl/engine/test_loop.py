@@ -1,5 +1,5 @@
 """``VPLTestLoop``: MMEngine's test loop that lets the model finish predictions in the
-background (METHOD §6: the test-time DenseCRF of Table 3 row VI in a worker pool).
+background (docs/method.md §6: the test-time DenseCRF of Table 3 row VI in a worker pool).
 
 MMEngine's :class:`TestLoop` hands every batch's predictions to the evaluator as soon as
 ``test_step`` returns, so with the test batch of 1 a CPU post-processing step (DenseCRF:

@@ -1,4 +1,4 @@
-"""``VisionPrototypeHook``: VPL phase 1 at ``before_train`` (METHOD §1–§5).
+"""``VisionPrototypeHook``: VPL phase 1 at ``before_train`` (docs/method.md §1–§5).
 
 At ``before_train``: text prototypes ``Z`` -> pixel features of the train split (sharded
 over ranks) -> vision prototypes ``W`` (gradient all-reduced) -> GradCAMs with ``W`` ->

@@ -1,4 +1,4 @@
-"""``CLIPVisionBackbone``: the frozen CLIP image tower as an MMSeg backbone (METHOD §6)."""
+"""``CLIPVisionBackbone``: the frozen CLIP image tower as an MMSeg backbone (docs/method.md §6)."""
 from typing import Optional, Sequence, Tuple
 
 import torch

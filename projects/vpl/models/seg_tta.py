@@ -1,4 +1,4 @@
-"""Test-time augmentation with optional DenseCRF on the predictions (METHOD §6; the CRF
+"""Test-time augmentation with optional DenseCRF on the predictions (docs/method.md §6; the CRF
 is Table 3 row VI).
 
 WeCLIP's inference (which VPL follows): the image (long side 512) and its flip at scales
@@ -29,7 +29,7 @@ from mmseg.registry import MODELS
 from mmseg.utils import SampleList
 from ..cam.crf import CRFParams, dense_crf, worker_pool
 
-#: WeCLIP's inference CRF (METHOD §6).
+#: WeCLIP's inference CRF (docs/method.md §6).
 WECLIP_TEST_CRF = dict(iters=10, pos_sxy=3, pos_compat=3, bi_sxy=64, bi_srgb=5,
                        bi_compat=4, image='rgb')
 

@@ -1,5 +1,5 @@
 """``CLIPEncoderDecoder``: MMSeg's ``EncoderDecoder`` whose heads take their input shape
-from the CLIP backbone (METHOD §6: the decoder reads blocks 1..L-1 of width ``w`` and
+from the CLIP backbone (docs/method.md §6: the decoder reads blocks 1..L-1 of width ``w`` and
 embeds into CLIP's joint space D).
 
 A config then names only the CLIP (``model.backbone.clip``): ViT-B/16 (12 blocks, width
