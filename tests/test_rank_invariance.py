@@ -29,7 +29,8 @@ def test_fixed_point_range_is_checked():
 
 
 def test_blocks_depend_on_the_split_only():
-    assert [shard_block(n) for n in (64, 300, 512, 10582, 82081)] == [1, 1, 2, 41, 64]
+    assert ([shard_block(n) for n in (8, 64, 300, 512, 4096, 10582, 82081)]
+            == [1, 4, 16, 16, 16, 41, 64])
     items = list(range(10))
     parts = [shard(items, r, 3, block=2) for r in range(3)]
     assert parts == [[0, 1, 6, 7], [2, 3, 8, 9], [4, 5]]
@@ -40,7 +41,7 @@ def test_size_batches_stay_inside_blocks():
     """A batch holds the same images whether a rank sees the whole split or its shard."""
     sizes = [(48, 64), (64, 48)] * 600
     split = [ImageRecord(f'im{i}', f'im{i}.jpg', [1]) for i in range(len(sizes))]
-    block = shard_block(len(split))  # 4 images
+    block = shard_block(len(split))  # 16 images
     whole = {tuple(split[i].name for i in b)
              for b in block_batches(split, sizes, split, batch_size=8)}
     assert all(len({int(n[2:]) // block for n in b}) == 1 for b in whole)
