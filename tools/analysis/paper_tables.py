@@ -500,15 +500,26 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     report = build(args).run()
     report['total_s'] = round(time.perf_counter() - start, 1)
-    report['command'] = ' '.join([osp.basename(sys.executable)] + sys.argv)
-    markdown = format_markdown(report)
-    print(markdown)
-    if args.markdown:
-        with atomic_open(args.markdown, 'w') as f:
-            f.write(markdown)
-    if args.json:
-        atomic_save_json(report, args.json)
-        print(f'written {args.json}')
+    report['command'] = command_line()
+    return emit(report, format_markdown(report), args.json, args.markdown)
+
+
+def command_line() -> str:
+    """This run's command, as the reports record it."""
+    return ' '.join([osp.basename(sys.executable)] + sys.argv)
+
+
+def emit(report: dict, text: str, json_path: Optional[str] = None,
+         markdown_path: Optional[str] = None) -> dict:
+    """Print ``text``; write it to ``markdown_path`` and ``report`` to ``json_path``
+    (atomically, each when given). Returns ``report``."""
+    print(text)
+    if markdown_path:
+        with atomic_open(markdown_path, 'w') as f:
+            f.write(text)
+    if json_path:
+        atomic_save_json(report, json_path)
+        print(f'written {json_path}')
     return report
 
 

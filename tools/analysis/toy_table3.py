@@ -63,10 +63,9 @@ import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import DefaultScope  # noqa: E402
 
-from paper_tables import PaperTables, set_decoder_iters  # noqa: E402
+from paper_tables import PaperTables, command_line, emit, set_decoder_iters  # noqa: E402
 from projects.vpl.datasets import ensure_toy_world  # noqa: E402
 from projects.vpl.engine.vision_prototype_hook import find_hook_cfg  # noqa: E402
-from projects.vpl.utils.io import atomic_save_json  # noqa: E402
 
 ROWS = (('I', 'text-prototype seeds (CLIP-ES)'), ('II', 'VPL seeds'),
         ('III', 'VPL + CRF pseudo-masks'), ('IV', 'decoder on III, CE'),
@@ -269,12 +268,8 @@ def main(argv=None) -> dict:
     report['timings_s']['total'] = round(time.perf_counter() - start, 1)
     report.update(config=args.config, cfg_options=args.cfg_options or {}, world=generate,
                   decoder_iters=cfg.train_cfg.max_iters,
-                  command=' '.join([osp.basename(sys.executable)] + sys.argv))
-    print('\n'.join(format_table(report)))
-    if args.json:
-        atomic_save_json(report, args.json)
-        print(f'written {args.json}')
-    return report
+                  command=command_line())
+    return emit(report, '\n'.join(format_table(report)), args.json)
 
 
 if __name__ == '__main__':
