@@ -72,20 +72,27 @@ def test_text_mode_uses_text_prototypes(tiny_clip, records, tmp_path):
     assert len(png_bytes(tmp_path / 't')) == len(records)
 
 
+def kill_on_write(monkeypatch, n: int):
+    """Make the ``n``-th pseudo-label write raise ``KeyboardInterrupt`` (a simulated kill);
+    returns the real writer, to put back."""
+    calls, real = [], pl.write_pseudo_label
+
+    def dies(*args):
+        calls.append(args[0])
+        if len(calls) == n:
+            raise KeyboardInterrupt('simulated kill')
+        return real(*args)
+
+    monkeypatch.setattr(pl, 'write_pseudo_label', dies)
+    return real
+
+
 def test_resume_after_interruption_is_byte_identical(tiny_clip, records, tmp_path,
                                                      monkeypatch):
     Phase1(tiny_clip, records, text_protos(), NUM_FG, str(tmp_path / 'clean'), vpl=VPL,
            logger=lambda m: None).run()
     clean = png_bytes(tmp_path / 'clean')
-    calls, real = [], pl.write_pseudo_label
-
-    def dies_on_the_fourth(*args):
-        calls.append(args[0])
-        if len(calls) == 4:
-            raise KeyboardInterrupt('simulated kill')
-        return real(*args)
-
-    monkeypatch.setattr(pl, 'write_pseudo_label', dies_on_the_fourth)
+    real = kill_on_write(monkeypatch, 4)
     out = tmp_path / 'resumed'
     with pytest.raises(KeyboardInterrupt):
         Phase1(tiny_clip, records, text_protos(), NUM_FG, str(out), vpl=VPL,

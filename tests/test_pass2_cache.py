@@ -6,7 +6,8 @@ import torch
 
 import projects.vpl.cam.pseudo_labels as pl
 from projects.vpl.cam import CAMConfig, Pass2Cache, Phase1, load_cam_file, make_records
-from test_cam_pseudo_labels import NUM_FG, VPL, png_bytes, text_protos, voc_infos
+from test_cam_pseudo_labels import (NUM_FG, VPL, kill_on_write, png_bytes, text_protos,
+                                    voc_infos)
 
 torch.set_num_threads(1)
 
@@ -59,15 +60,7 @@ def test_disk_cache_serves_a_resumed_pass2(tiny_clip, records, tmp_path, monkeyp
     clean = tmp_path / 'clean'
     run(tiny_clip, records, clean, cache_memory_gb=0)
     cache_dir, out = tmp_path / 'cache', tmp_path / 'out'
-    writes, real = [], pl.write_pseudo_label
-
-    def dies_on_the_fourth(*args):
-        writes.append(args[0])
-        if len(writes) == 4:
-            raise KeyboardInterrupt('simulated kill')
-        return real(*args)
-
-    monkeypatch.setattr(pl, 'write_pseudo_label', dies_on_the_fourth)
+    real = kill_on_write(monkeypatch, 4)
     with pytest.raises(KeyboardInterrupt):
         run(tiny_clip, records, out, cache_memory_gb=0, cache_dir=str(cache_dir))
     monkeypatch.setattr(pl, 'write_pseudo_label', real)
