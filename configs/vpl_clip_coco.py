@@ -1,4 +1,4 @@
-# VPL on MS COCO 2014 (81 classes): the whole pipeline in one config (METHOD §2-§6, §6b).
+# VPL on MS COCO 2014 (81 classes): the whole pipeline in one config (docs/method.md §2-§6, §6b).
 #   bash tools/dist_train.sh configs/vpl_clip_coco.py 8
 #   python tools/test.py configs/vpl_clip_coco.py CKPT [--tta]
 # configs/vpl_clip_voc.py with COCO's data, schedule and phase 1: the same model, pipelines

@@ -6,13 +6,13 @@
 # frozen tiny CLIP shipped in checkpoints/, evaluates on toy val and prints mIoU.
 # The toy world is a bench, not VOC: never read its figures as VOC results.
 #
-# Numbers as in configs/vpl_clip_voc.py (METHOD) except where the toy world differs:
+# Numbers as in configs/vpl_clip_voc.py (docs/method.md) except where the toy world differs:
 #   CLIP: the shipped tiny CLIP (patch 8, width 64, 6 blocks, joint space 128), so the
 #     decoder reads blocks 1-5 (all but the last, as blocks 1-11 of 12 on ViT-B/16) and
-#     its embedding is 128-d; inputs padded to multiples of 8.
+#     its embedding is 128-d (both taken from the backbone); inputs padded to multiples of 8.
 #   prompts: the toy classes and its 8 background concepts; the toy templates (the tiny
 #     CLIP's vocabulary has no "clean origami").
-#   tau_T = 1 / the tiny CLIP's own logit scale (METHOD: CLIP's temperature).
+#   tau_T = 1 / the tiny CLIP's own logit scale (docs/method.md: CLIP's temperature).
 #   CAA over the last 4 of 6 blocks (ViT-B/16: the last 8 of 12, two thirds).
 #   VPL: lr 0.03 per pixel ('pixel_mean'), 1,000 iterations, as the VOC/COCO configs:
 #     on the shipped CLIP's 58,800 train patches the loss falls 3.04 -> 1.06 monotonically
@@ -34,15 +34,8 @@ crop_size = (112, 112)
 data_preprocessor = dict(size=crop_size, size_divisor=None, test_cfg=dict(size_divisor=8))
 model = dict(
     data_preprocessor=data_preprocessor,
-    backbone=dict(clip=dict(_delete_=True, **toy_clip), out_indices=(0, 1, 2, 3, 4)),
-    decode_head=dict(
-        in_channels=(64, ) * 5,
-        in_index=(0, 1, 2, 3, 4),
-        channels=128,
-        num_layers=1,
-        num_heads=4,
-        embed_dims=128,
-        num_classes=num_classes))
+    backbone=dict(clip=dict(_delete_=True, **toy_clip)),
+    decode_head=dict(channels=128, num_layers=1, num_heads=4, num_classes=num_classes))
 
 meta_keys = ('img_path', 'seg_map_path', 'ori_shape', 'img_shape', 'pad_shape',
              'scale_factor', 'flip', 'flip_direction', 'reduce_zero_label',
@@ -65,7 +58,7 @@ tta_pipeline = [
         transforms=[[dict(type='Resize', scale=crop_size, keep_ratio=True)],
                     [dict(type='LoadAnnotations')], [dict(type='PackSegInputs')]])
 ]
-tta_model = dict(type='VPLSegTTAModel', merge='logits', use_crf=True)
+tta_model = dict(type='VPLSegTTAModel', merge='logits', use_crf=True, crf_workers=2)
 
 train_dataloader = dict(
     batch_size=8,

@@ -1,4 +1,4 @@
-# VPL on PASCAL VOC 2012 (aug): the whole pipeline in one config (METHOD §2-§6).
+# VPL on PASCAL VOC 2012 (aug): the whole pipeline in one config (docs/method.md §2-§6).
 #   bash tools/dist_train.sh configs/vpl_clip_voc.py 8
 # before_train: the VisionPrototypeHook (phase 1, configs/_base_/phase1/) learns the vision
 # prototypes, writes the pseudo-labels of train_aug to {work_dir}/pseudo_labels and hands
@@ -14,7 +14,8 @@
 #   decoder: blocks 1-11, MLP 768->256->256, fuse 1x1 + Dropout2d 0.1, 3-layer pre-LN
 #            transformer (256, 8 heads, MLP x4)                                     W
 #   linear map to the prototype space D = 512 (CLIP ViT-B/16)                        P
-#   classifier from the vision prototypes, bg = mean of the background concepts      P
+#   classifier from the vision prototypes                                           P
+#   its background row = mean of the background-concept prototypes                 O
 #   prototypes keep training                                                         O
 #   cosine logits, fixed scale 1/tau_I = 1/0.03                                    O
 #   balanced CE (mean of bg-only and fg-only CE)                                     W
@@ -23,9 +24,12 @@
 #   batch 6 (per GPU: the paper's batch, MMSeg's per-GPU convention), 30k iters,
 #   SGD momentum 0.9, weight decay 1e-4                                              P
 #   lr 0.03 (toy-world sweep), poly 0.9                                              O
-#   crop 320, random rescale 0.5-2.0 of a 512 long side, flip                        W
+#   crop 320, flip, rescale range 0.5-2.0                                            W
+#   rescale of a 512 long side (WeCLIP: of the original size), CLIP's mean/std into
+#   CLIP (WeCLIP: ImageNet's), loss CE + RSC only (docs/phase2.md says why)          O
 #   test: long side 512; TTA flip x scales [1.0, 0.75], logits averaged              W
 #   test CRF: 10 iters, Gaussian sxy 3 compat 3, bilateral sxy 64 srgb 5 compat 4     W
+#   test CRF in 4 worker processes per rank (VPLTestLoop keeps images in flight)   O
 _base_ = [
     './_base_/models/vpl_clip_vplhead.py', './_base_/datasets/voc12_aug.py',
     './_base_/default_runtime.py', './_base_/schedules/vpl_sgd_30k.py',
@@ -73,7 +77,7 @@ tta_pipeline = [
             [dict(type='PackSegInputs')]
         ])
 ]
-tta_model = dict(type='VPLSegTTAModel', merge='logits', use_crf=False)
+tta_model = dict(type='VPLSegTTAModel', merge='logits', use_crf=False, crf_workers=4)
 
 # The training set: VOC train_aug served with the pseudo-labels and its XML labels.
 # pseudo_label_dir=None: the hook sets {work_dir}/pseudo_labels.

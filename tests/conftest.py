@@ -1,4 +1,5 @@
 """Shared test fixtures: offline mode, a tiny random CLIP, a tiny VOC-format folder."""
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -19,6 +20,19 @@ import projects.vpl  # noqa: E402,F401
 # Tool subprocesses run on one intra-op thread: oversubscribed OpenMP threads made tiny
 # matrix products 10-20x slower on the loaded 2-core build machine (tests/test_toy_e2e.py).
 ONE_THREAD = dict(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Compute in-process as the tool subprocesses do (one intra-op thread): the same float
+    sums, so the same argmax on near-ties when a test compares their predictions."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
 
 # A random open_clip ViT small enough for CPU tests (patch 8; 3 blocks; joint space 32).
 TINY_CLIP_CFG = dict(

@@ -1,4 +1,4 @@
-"""CAA of CLIP-ES (METHOD §3) on hand-made attention matrices and CAMs."""
+"""CAA of CLIP-ES (docs/method.md §3) on hand-made attention matrices and CAMs."""
 import cv2
 import numpy as np
 import pytest

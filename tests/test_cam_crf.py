@@ -1,4 +1,4 @@
-"""DenseCRF post-processing (METHOD §5) with pydensecrf2 and CLIP-ES's parameters."""
+"""DenseCRF post-processing (docs/method.md §5) with pydensecrf2 and CLIP-ES's parameters."""
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
-"""Vision prototype learning (METHOD §4) on synthetic problems with a planted modality gap."""
+"""Vision prototype learning (docs/method.md §4) on synthetic problems with a planted
+modality gap."""
 import os
 import socket
 
@@ -7,22 +8,39 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from projects.vpl.cam.prototypes import (PixelSet, PixelSetBuilder, gap_metrics,
-                                         image_targets, learn_prototypes)
+from projects.vpl.cam.images import shard
+from projects.vpl.cam.pixel_set import PixelSet, PixelSetBuilder
+from projects.vpl.cam.prototypes import gap_metrics, image_targets, learn_prototypes
 
 torch.set_num_threads(1)
 C, B, D = 6, 4, 48
 
 
-def planted_gap(target='text', images=60, n=32, noise=3.0, znoise=0.25, seed=0):
+def build(items, block=1, rank=0, world=1, **kw) -> PixelSet:
+    """A pixel set of this rank's blocks of ``items`` = ``(name, x, allowed, targets,
+    labels)`` per image (blocks of ``block`` images dealt round-robin, as phase 1)."""
+    mine = shard(list(range(len(items))), rank, world, block)
+    ids = sorted({i // block for i in mine})
+    sizes = [sum(1 for i in mine if i // block == b) for b in ids]
+    builder = PixelSetBuilder([len(items[i][1]) for i in mine], sizes, ids,
+                              -(-len(items) // block), items[0][1].shape[1],
+                              items[0][2].shape[0], with_labels=True, **kw)
+    for j, i in enumerate(mine):
+        builder.add(j, *items[i])
+    return builder.build()
+
+
+def planted_gap(target='text', images=60, n=32, noise=3.0, znoise=0.25, seed=0,
+                items=False):
     """CLIP-like features: a shared image direction + the class centre + noise; text
-    prototypes: a shared *text* direction (the modality gap) + the centre + noise."""
+    prototypes: a shared *text* direction (the modality gap) + the centre + noise.
+    ``items``: the per-image tuples instead of the built set."""
     g = torch.Generator().manual_seed(seed)
     basis = torch.linalg.qr(torch.randn(D, C + B + 2, generator=g))[0].t()
     g_img, g_txt, centres = basis[0], basis[1], basis[2:]
     z = F.normalize(g_txt + 0.35 * centres + znoise * torch.randn(C + B, D, generator=g)
                     / D ** 0.5, dim=1)
-    builder = PixelSetBuilder()
+    out = []
     for i in range(images):
         fg = torch.randperm(C, generator=g)[:int(torch.randint(1, 3, (1,), generator=g))]
         allowed = torch.zeros(C + B, dtype=torch.bool)
@@ -39,8 +57,8 @@ def planted_gap(target='text', images=60, n=32, noise=3.0, znoise=0.25, seed=0):
                 n, generator=g)).clamp(0, 1) for c in fg.tolist()])
             t = image_targets(x, z, allowed, C, 'cam', 0.01, [c + 1 for c in fg.tolist()],
                               cams)
-        builder.add(f'im{i}', x, allowed, t, torch.where(cls < C, cls + 1, 0))
-    return builder.build(), z
+        out.append((f'im{i}', x, allowed, t, torch.where(cls < C, cls + 1, 0)))
+    return (out if items else build(out)), z
 
 
 @pytest.mark.parametrize('target', ['text', 'cam'])
@@ -59,7 +77,7 @@ def test_learning_lowers_loss_and_keeps_unit_norms(target):
 def test_planted_gap_is_recovered():
     """Text prototypes off the feature clusters by a shared offset + noise label the
     patches poorly; the learned prototypes (CAM targets) label them clearly better (the
-    centroid cosine moves little, as METHOD §4 notes for real data)."""
+    centroid cosine moves little, as docs/method.md §4 notes for real data)."""
     pixels, z = planted_gap('cam', noise=1.5, znoise=0.8)
     w, log = learn_prototypes(pixels, z, tau_i=0.03, lr=0.03, iters=150,
                               reduction='pixel_mean')
@@ -91,12 +109,15 @@ def test_minibatch_lowers_loss_and_is_seeded():
 
 
 def test_gradient_matches_autograd():
-    pixels, z = planted_gap(images=4)
+    """Loss and step from G' equal autograd on the dense targets (Eq. 7)."""
+    items, z = planted_gap(images=4, items=True)
+    pixels = build(items)
+    targets = torch.cat([t for _, _, _, t, _ in items]).double()
     w = z.clone().double().requires_grad_(True)
-    allowed = pixels.allowed[pixels.image_index]
+    allowed = pixels.allowed[pixels.image_index.long()]
     logp = (pixels.features.double() @ w.t() / 0.03).masked_fill(~allowed, float('-inf'))
     logp = logp.log_softmax(-1).masked_fill(~allowed, 0)
-    loss = -(pixels.targets.double() * logp).sum(-1).mean()
+    loss = -(targets * logp).sum(-1).mean()
     loss.backward()
     step = F.normalize(z.double() - 0.01 * w.grad, dim=1)
     ours, log = learn_prototypes(pixels, z, lr=0.01, iters=1, reduction='pixel_mean',
@@ -127,56 +148,91 @@ def test_targets():
 
 
 def test_pixel_sampling_depends_on_name_only_and_shapes_checked():
-    b1, b2 = PixelSetBuilder(pixels_per_image=5, seed=1), PixelSetBuilder(5, seed=1)
-    feats = torch.arange(20 * D, dtype=torch.float32).view(20, D)
+    feats = F.normalize(torch.randn(20, D), dim=1)
     allowed = torch.ones(C + B, dtype=torch.bool)
-    b1.add('a', feats, allowed, torch.rand(20, C + B))
-    b2.add('other', feats[:3], allowed, torch.rand(3, C + B))
-    b2.add('a', feats, allowed, torch.rand(20, C + B))
+    t = torch.softmax(torch.randn(20, C + B), 1)
+    b1 = PixelSetBuilder([20], [1], [0], 1, D, C + B, pixels_per_image=5, seed=1)
+    b2 = PixelSetBuilder([3, 20], [2], [0], 1, D, C + B, pixels_per_image=5, seed=1)
+    b1.add(0, 'a', feats, allowed, t)
+    with pytest.raises(RuntimeError, match=r'images \[0, 1\]'):
+        b2.build()
+    b2.add(1, 'a', feats, allowed, t)
+    b2.add(0, 'other', feats[:3], allowed, t[:3])
     p1, p2 = b1.build(), b2.build()
     assert len(p1) == 5 and len(p2) == 8 and torch.equal(p1.features, p2.features[3:])
+    assert p2.image_index.tolist() == [0] * 3 + [1] * 5
+    with pytest.raises(ValueError, match='expected 20 patches'):
+        b1.add(0, 'a', feats[:4], allowed, t[:4])
     with pytest.raises(ValueError, match='does not match'):
         learn_prototypes(p1, torch.randn(C + B + 1, D), iters=1)
 
 
-def _worker(rank, world, port, pixels, z, queue):
+def test_pixel_set_keeps_only_what_the_loss_needs():
+    """Per patch: the feature in its storage dtype, an int32 image index and (for the gap
+    figures) a uint8 label — no dense target; G' = Σ P'ᵀx equals the dense product."""
+    items, z = planted_gap('cam', images=12, items=True)
+    for dtype, size in ((torch.float32, 4), (torch.float16, 2)):
+        px = build(items, feature_dtype=dtype)
+        per_image = (C + B) * 1 + (C + B) * D * 8 / len(px) + 16 / len(px)
+        per_patch = (px.nbytes() - len(px.allowed) * (C + B)) / len(px)
+        assert px.features.dtype == dtype and px.image_index.dtype == torch.int32
+        assert px.labels.dtype == torch.uint8
+        assert per_patch <= D * size + 4 + 1 + per_image, per_patch
+        dense = torch.cat([t for _, _, _, t, _ in items]).double()
+        x = px.features.double()
+        assert torch.allclose(px.target_sum.double() / 2 ** 32, dense.t() @ x, atol=1e-4)
+
+
+def test_float32_learning_matches_float64():
+    """The float32 products give the float64 prototypes to float32 precision."""
+    pixels, z = planted_gap('cam', images=30)
+    w32, log32 = learn_prototypes(pixels, z, lr=0.05, iters=60, chunk=100)
+    w64, log64 = learn_prototypes(pixels, z, lr=0.05, iters=60, dtype=torch.float64)
+    assert (w32 - w64).abs().max() < 2e-5
+    assert log32['loss'][-1][1] == pytest.approx(log64['loss'][-1][1], rel=1e-5)
+
+
+def _worker(rank, world, port, items, z, block, kwargs, queue):
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     torch.distributed.init_process_group('gloo', rank=rank, world_size=world)
     try:
         torch.set_num_threads(1)
-        idx = torch.arange(rank, len(pixels), world)
-        part = PixelSet(pixels.features[idx], pixels.image_index[idx], pixels.allowed,
-                        pixels.targets[idx], pixels.labels[idx])
-        w, log = learn_prototypes(part, z, lr=0.1, iters=30, reduction='pixel_mean',
-                                  dtype=torch.float64)
-        queue.put((rank, w, log['loss'][-1][1], gap_metrics(part, w, z, C)))
+        part = build(items, block, rank, world)
+        out = [learn_prototypes(part, z, **kw) for kw in kwargs]
+        queue.put((rank, [(w, log['loss']) for w, log in out],
+                   gap_metrics(part, out[0][0], z, C)))
     finally:
         torch.distributed.destroy_process_group()
 
 
 @pytest.mark.slow
-def test_two_ranks_all_reduce_equals_one_rank():
-    pixels, z = planted_gap(images=20)
-    single, log = learn_prototypes(pixels, z, lr=0.1, iters=30, reduction='pixel_mean',
-                                   dtype=torch.float64)
+def test_two_ranks_give_the_bits_of_one_rank():
+    """float32 learning, full batch and mini-batches, on 2 gloo ranks holding blocks of 3
+    images each (7 blocks: uneven) gives exactly the prototypes and losses of 1 rank."""
+    items, z = planted_gap(images=20, items=True)
+    kwargs = [dict(lr=0.1, iters=20, chunk=50),
+              dict(lr=0.1, iters=20, chunk=50, batch_pixels=100, seed=2)]
+    single = [learn_prototypes(build(items, 3), z, **kw) for kw in kwargs]
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
     ctx = mp.get_context('spawn')
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(r, 2, port, pixels, z, queue))
+    procs = [ctx.Process(target=_worker, args=(r, 2, port, items, z, 3, kwargs, queue))
              for r in range(2)]
     for p in procs:
         p.start()
-    results = sorted(queue.get(timeout=120) for _ in procs)
+    results = sorted((queue.get(timeout=600) for _ in procs), key=lambda r: r[0])
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
-    metrics = gap_metrics(pixels, single, z, C)
-    for _, w, loss, gap in results:
-        assert torch.allclose(w, single, atol=1e-6)
-        assert loss == pytest.approx(log['loss'][-1][1], rel=1e-9)
+    metrics = gap_metrics(build(items, 3), single[0][0], z, C)
+    for _, runs, gap in results:
+        for (w, loss), (w1, log1) in zip(runs, single):
+            assert torch.equal(w, w1)
+            assert loss == log1['loss']
         assert gap['patch_acc'] == pytest.approx(metrics['patch_acc'])
+    assert not torch.equal(single[0][0], single[1][0])  # the mini-batch run differs
 
 
 def test_gap_patch_accuracy_all_and_foreground():
@@ -185,9 +241,9 @@ def test_gap_patch_accuracy_all_and_foreground():
     protos = torch.eye(3)  # classes 1, 2 and one background concept
     features = torch.tensor([[0., 0., 1.], [1., 0., 0.], [0., 1., 0.], [0., 1., 0.]])
     labels = torch.tensor([0, 1, 2, 1])  # the last patch (class 1) looks like class 2
-    pixels = PixelSet(features=features, image_index=torch.zeros(4, dtype=torch.long),
-                      allowed=torch.ones(1, 3, dtype=torch.bool),
-                      targets=torch.full((4, 3), 1 / 3), labels=labels)
+    pixels = PixelSet.from_targets(features, torch.zeros(4, dtype=torch.long),
+                                   torch.ones(1, 3, dtype=torch.bool),
+                                   torch.full((4, 3), 1 / 3), labels)
     gap = gap_metrics(pixels, protos, protos, num_fg=2)
     assert gap['patch_acc'] == pytest.approx(3 / 4)
     assert gap['patch_acc_fg'] == pytest.approx(2 / 3)

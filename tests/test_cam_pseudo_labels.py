@@ -72,20 +72,27 @@ def test_text_mode_uses_text_prototypes(tiny_clip, records, tmp_path):
     assert len(png_bytes(tmp_path / 't')) == len(records)
 
 
+def kill_on_write(monkeypatch, n: int):
+    """Make the ``n``-th pseudo-label write raise ``KeyboardInterrupt`` (a simulated kill);
+    returns the real writer, to put back."""
+    calls, real = [], pl.write_pseudo_label
+
+    def dies(*args):
+        calls.append(args[0])
+        if len(calls) == n:
+            raise KeyboardInterrupt('simulated kill')
+        return real(*args)
+
+    monkeypatch.setattr(pl, 'write_pseudo_label', dies)
+    return real
+
+
 def test_resume_after_interruption_is_byte_identical(tiny_clip, records, tmp_path,
                                                      monkeypatch):
     Phase1(tiny_clip, records, text_protos(), NUM_FG, str(tmp_path / 'clean'), vpl=VPL,
            logger=lambda m: None).run()
     clean = png_bytes(tmp_path / 'clean')
-    calls, real = [], pl.write_pseudo_label
-
-    def dies_on_the_fourth(*args):
-        calls.append(args[0])
-        if len(calls) == 4:
-            raise KeyboardInterrupt('simulated kill')
-        return real(*args)
-
-    monkeypatch.setattr(pl, 'write_pseudo_label', dies_on_the_fourth)
+    real = kill_on_write(monkeypatch, 4)
     out = tmp_path / 'resumed'
     with pytest.raises(KeyboardInterrupt):
         Phase1(tiny_clip, records, text_protos(), NUM_FG, str(out), vpl=VPL,
@@ -116,31 +123,37 @@ def test_other_configuration_is_refused_then_overwritten(tiny_clip, records, tmp
            logger=lambda m: None).run()
     other = Phase1(tiny_clip, records, text_protos(), NUM_FG, out, mode='text',
                    cam=CAMConfig(phi=0.6), logger=lambda m: None)
-    with pytest.raises(RuntimeError, match='differs in: cam'):
+    with pytest.raises(RuntimeError, match=r'differ in:\n  cam\.phi: 0\.4 -> 0\.6\n'):
         other.run()
     assert not other.run(overwrite=True).loaded
 
 
-def test_missing_and_corrupt_images(tiny_clip, records, tmp_path):
+def test_missing_and_corrupt_images_are_found_before_clip_runs(tiny_clip, records, tmp_path,
+                                                                 monkeypatch):
+    """A missing, a garbage and a truncated image at the end of the split: one error
+    names all three, raised by the input scan before any CLIP forward."""
+    import projects.vpl.cam.cam_pass as cam_pass
+
+    def no_clip(*args, **kwargs):
+        raise AssertionError('CLIP ran before the input scan failed')
+
+    monkeypatch.setattr(cam_pass, 'clip_gradcam', no_clip)
     bad = list(records)
-    bad[2].img_path = str(tmp_path / 'nowhere.jpg')
-    with pytest.raises(FileNotFoundError, match='nowhere.jpg'):
-        Phase1(tiny_clip, bad, text_protos(), NUM_FG, str(tmp_path / 'm'), mode='text',
-               logger=lambda m: None).run()
-    assert not list((tmp_path / 'm').glob('*.png'))
     garbage = tmp_path / 'garbage.jpg'
     garbage.write_bytes(b'not an image at all')
-    bad[2].img_path = str(garbage)
-    with pytest.raises(ValueError, match='garbage.jpg'):
-        Phase1(tiny_clip, bad, text_protos(), NUM_FG, str(tmp_path / 'g'), mode='text',
-               logger=lambda m: None).run()
     truncated = tmp_path / 'truncated.jpg'
     truncated.write_bytes(Path(records[0].img_path).read_bytes()[:400])
-    bad[2].img_path = str(truncated)
-    with pytest.raises(ValueError, match='truncated.jpg'):
-        Phase1(tiny_clip, bad, text_protos(), NUM_FG, str(tmp_path / 't'), mode='text',
+    bad[3].img_path = str(tmp_path / 'nowhere.jpg')
+    bad[4].img_path = str(garbage)
+    bad[5].img_path = str(truncated)
+    with pytest.raises(ValueError, match=r'3 of 6 images have bad files') as err:
+        Phase1(tiny_clip, bad, text_protos(), NUM_FG, str(tmp_path / 'm'), mode='text',
                logger=lambda m: None).run()
-    assert not (tmp_path / 't' / f'{bad[2].name}.png').exists()
+    msg = str(err.value)
+    assert 'nowhere.jpg: image does not exist' in msg
+    assert 'garbage.jpg: image is not an image PIL can read' in msg
+    assert 'truncated.jpg: image is truncated or corrupt' in msg
+    assert not (tmp_path / 'm').exists()
     assert not list(tmp_path.rglob('*.tmp'))
 
 
@@ -156,7 +169,7 @@ def test_bad_labels_masks_and_prototypes(tiny_clip, tiny_voc, tmp_path):
     small = tmp_path / 'small.png'
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(small)
     infos[3]['seg_map_path'] = str(small)
-    with pytest.raises(ValueError, match=r'small\.png: mask is 10x10 but its image is 48x64'):
+    with pytest.raises(ValueError, match=r'small\.png: GT mask is 10x10, its image is 48x64'):
         Phase1(tiny_clip, make_records(infos, NUM_FG), text_protos(), NUM_FG,
                str(tmp_path / 'w'), vpl=VPL, logger=lambda m: None).run()
     with pytest.raises(ValueError, match='prototypes must be'):
@@ -203,6 +216,6 @@ def test_two_gloo_processes_write_the_same_pngs(tmp_path):
         p.join(60)
         assert p.exitcode == 0
     for _, w in protos:
-        assert torch.allclose(w, single.prototypes, atol=1e-5)
+        assert torch.equal(w, single.prototypes)  # float32, exact sums: same bits
     one, two = png_bytes(tmp_path / 'one'), png_bytes(tmp_path / 'two')
     assert len(one) == 7 and one == two

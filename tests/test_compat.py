@@ -65,11 +65,13 @@ def test_registry_entries():
     this process has imported the submodules one by one."""
     res = run_python('''
         import projects.vpl
-        from mmseg.registry import DATASETS, HOOKS, LOOPS, MODELS
+        from mmseg.registry import DATASETS, HOOKS, LOOPS, METRICS, MODELS
         entries = dict(
-            MODELS=['CLIPVisionBackbone', 'VPLHead', 'RSCLoss', 'VPLSegTTAModel'],
+            MODELS=['CLIPVisionBackbone', 'CLIPEncoderDecoder', 'VPLHead', 'RSCLoss',
+                    'VPLSegTTAModel'],
             DATASETS=['PseudoLabelDataset', 'COCO14ObjectDataset', 'ToyWorldDataset'],
-            HOOKS=['VisionPrototypeHook'], LOOPS=['PseudoLabelTrainLoop'])
+            HOOKS=['VisionPrototypeHook'], LOOPS=['PseudoLabelTrainLoop'],
+            METRICS=['SubmissionMetric'])
         for reg, names in entries.items():
             for name in names:
                 cls = eval(reg).get(name)
@@ -78,7 +80,7 @@ def test_registry_entries():
     ''')
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
-    assert len(lines) == 9
+    assert len(lines) == 11
     for line in lines:
         reg, name, found, module = line.split(' ', 3)
         assert found == name and module == "['projects', 'vpl']", line

@@ -381,3 +381,24 @@ def test_check_dataset_looks_through_wrappers():
     assert [(leaf['type'], spec) for leaf, spec in leaves] == [('A', xml), ('B', mask)]
     assert 'image_labels' not in leaves[1][0]
     assert check_dataset.leaf_datasets(dict(type='C'), None)[0][1] is None
+
+
+def test_check_dataset_compares_with_a_reference_list(coco_data, tmp_path, capsys):
+    """A CLIP-ES-style list (0-based ids) that agrees passes; a differing label set, an
+    extra and a missing image are named."""
+    root, _, labels = coco_data
+    coco14.main([str(root)])
+    train = {k: v for k, v in labels.items() if 'train' in k}
+    same = tmp_path / 'clip_es_train.txt'
+    same.write_text(''.join(f'{n} ' + ' '.join(str(c - 1) for c in ids) + '\n'
+                            for n, ids in train.items()))
+    args = [COCO_CFG, '--data-root', str(root), '--reference-labels']
+    assert check_dataset.main(args + [str(same), '--reference-id-offset', '1']) == 0
+    differ = tmp_path / 'differ.txt'
+    differ.write_text('COCO_train2014_000000000009 0 11\n'  # no toothbrush (the crowd one)
+                      'COCO_train2014_000000000099 4\n')
+    assert check_dataset.main(args + [str(differ), '--reference-id-offset', '1']) == 1
+    out = capsys.readouterr().out
+    assert 'COCO_train2014_000000000009: labels [1, 12, 80]' in out and '[1, 12]' in out
+    assert 'COCO_train2014_000000000099: in' in out
+    assert 'COCO_train2014_000000000030: in the split, not in' in out

@@ -33,16 +33,22 @@ def test_cpu_pixels_are_reduced_on_cuda_under_nccl(fake_nccl_group, monkeypatch)
     """NCCL cannot reduce CPU tensors: learning with CPU-resident pixels must hand the
     collective a CUDA tensor (here, without a GPU, the move itself is what fails)."""
     monkeypatch.setattr(torch.cuda, 'current_device', lambda: 0)
+    pixels = PixelSet.from_targets(torch.nn.functional.normalize(torch.randn(6, 4), dim=1),
+                                   torch.zeros(6, dtype=torch.long),
+                                   torch.ones(1, 3, dtype=torch.bool),
+                                   torch.full((6, 3), 1 / 3))
     moved = []
 
+    real_to = torch.Tensor.to
+
     def to(self, *args, **kwargs):
-        moved.append(args[0] if args else kwargs.get('device'))
-        return self  # stand-in for the GPU copy
+        target = args[0] if args else kwargs.get('device')
+        if isinstance(target, torch.device) and target.type == 'cuda':
+            moved.append(target)
+            return self  # stand-in for the GPU copy
+        return real_to(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.Tensor, 'to', to)
-    pixels = PixelSet(torch.nn.functional.normalize(torch.randn(6, 4), dim=1),
-                      torch.zeros(6, dtype=torch.long), torch.ones(1, 3, dtype=torch.bool),
-                      torch.full((6, 3), 1 / 3))
     learn_prototypes(pixels, torch.eye(3, 4), iters=1, device=torch.device('cpu'))
     assert fake_nccl_group  # the collectives ran, each on the CUDA copy of its tensor
     assert moved.count(torch.device('cuda', 0)) == len(fake_nccl_group)

@@ -47,6 +47,7 @@ def test_hook_in_training_sets_head_saves_and_reloads(tiny_voc, tmp_path):
     assert runner.train_dataloader.dataset.pseudo_label_dir == str(out)
     w = hook.result.prototypes
     assert w.shape == (20 + 25, 32) and not hook.result.loaded
+    assert runner.model.backbone.clip.text_offloaded  # Z exists: no text tower on the GPU
     saved = torch.load(tmp_path / 'work' / 'vpl_prototypes.pth', weights_only=True)
     assert torch.equal(saved['prototypes'], w) and saved['num_fg'] == 20
     ckpt = torch.load(tmp_path / 'work' / 'iter_2.pth', map_location='cpu',
@@ -166,3 +167,13 @@ def test_calibrate_tool(tiny_voc, tmp_path):
     saved = json.loads((tmp_path / 'calib.json').read_text())
     assert saved['runs']['0.1']['loss'] == [list(e) for e in rep['runs']['0.1']['loss']]
     assert saved['text']['seed'] == rep['text']['seed']
+
+
+def test_normalisation_from_config_and_from_model_agree(tiny_clip):
+    """The hook (model buffers: float32) and the tools (config floats) normalise alike."""
+    from projects.vpl.engine.vision_prototype_hook import normalisation
+    cfg = dict(mean=[122.7709383, 116.7460125, 104.09373615], std=[68.5005327, 66.6321579,
+                                                                   70.32316305])
+    model = {k: torch.tensor(v).flatten().tolist() for k, v in cfg.items()}
+    assert model['mean'] != cfg['mean']  # the buffers hold float32 roundings
+    assert normalisation(tiny_clip, cfg, print) == normalisation(tiny_clip, model, print)

@@ -15,7 +15,9 @@ def test_top_config(name, num_classes, iters):
     cfg = Config.fromfile(ROOT / 'configs' / f'{name}.py')
     head = cfg.model.decode_head
     assert head.type == 'VPLHead' and head.num_classes == num_classes
-    assert head.in_index == tuple(range(11)) and head.embed_dims == 512
+    # widths, blocks and D come from the backbone (CLIPEncoderDecoder; checked below)
+    assert cfg.model.type == 'CLIPEncoderDecoder' and cfg.model.backbone.out_indices is None
+    assert head.in_channels is None and head.in_index is None and head.embed_dims is None
     assert head.loss_rsc.type == 'RSCLoss' and head.loss_rsc.loss_weight == 1.0
     train = cfg.train_dataloader
     assert train.dataset.type == 'PseudoLabelDataset'
@@ -34,7 +36,10 @@ def test_top_config(name, num_classes, iters):
     assert cfg.val_evaluator.type == 'IoUMetric'
 
     init_default_scope('mmseg')
-    built = MODELS.build(head)
+    cfg.model.backbone.clip.pretrained = None  # ViT-B-16, random weights
+    built = MODELS.build(cfg.model).decode_head
+    assert built.in_channels == [768] * 11 and built.in_index == list(range(11))
+    assert built.embed_dims == 512
     feats = [torch.randn(1, 768, 4, 5) for _ in range(11)]
     assert built(feats).shape == (1, num_classes, 4, 5)
 

@@ -1,5 +1,5 @@
 """PseudoLabelDataset on a tiny VOC-format folder (conftest.make_tiny_voc + XML and label
-file written here); METHOD §6, the phase1<->phase2 contract."""
+file written here); docs/method.md §6, the phase1<->phase2 contract."""
 import os.path as osp
 
 import numpy as np

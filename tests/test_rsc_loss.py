@@ -1,4 +1,4 @@
-"""RSCLoss (METHOD §6, Eq. 12-13) against a direct, loop-by-loop reference."""
+"""RSCLoss (docs/method.md §6, Eq. 12-13) against a direct, loop-by-loop reference."""
 import math
 
 import pytest

@@ -50,3 +50,40 @@ def test_bad_templates(tiny_clip):
         text_prototypes(tiny_clip, ['cat'], [], 'fancy')
     with pytest.raises(ValueError, match='{}'):
         text_prototypes(tiny_clip, ['cat'], [], ['no placeholder'])
+
+
+TEXTS = [f'{t} {n}' for n in ('cat', 'person with clothes,people,human', 'sky')
+         for t in ('a', 'a photo of many', 'itap of the', 'x y z w v u')]
+
+
+def _encode_on_rank(rank: int, world: int, init: str, out: str) -> None:
+    import torch.distributed as dist
+    from projects.vpl.clip import build_clip
+    from projects.vpl.clip.text_prototypes import encode_texts
+    from conftest import TINY_CLIP_CFG
+    torch.set_num_threads(1)
+    dist.init_process_group('gloo', init_method=init, rank=rank, world_size=world)
+    torch.manual_seed(0)
+    clip = build_clip(model_cfg=TINY_CLIP_CFG)
+    emb = encode_texts(clip, TEXTS, chunk=5)
+    if rank == 1:
+        torch.save(emb, out)
+    dist.destroy_process_group()
+
+
+def test_chunked_encoding_equals_one_by_one_and_is_rank_invariant(tiny_clip, tmp_path):
+    """Chunks grouped by length, context cut per chunk: the embeddings of prompts encoded
+    one by one, in the input order; on 2 gloo ranks every rank gets the same bits."""
+    from projects.vpl.clip.text_prototypes import encode_texts
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each rank: BLAS sums in another order on more threads
+    try:
+        one = encode_texts(tiny_clip, TEXTS, chunk=5)
+    finally:
+        torch.set_num_threads(threads)
+    ref = torch.cat([tiny_clip.encode_text([t]) for t in TEXTS])
+    assert torch.allclose(one, ref, atol=1e-6)
+    out = tmp_path / 'rank1.pth'
+    torch.multiprocessing.spawn(_encode_on_rank, args=(2, f'file://{tmp_path}/init',
+                                                       str(out)), nprocs=2)
+    assert torch.equal(torch.load(out), one)

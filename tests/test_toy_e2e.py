@@ -1,4 +1,5 @@
-"""End to end on the toy world: tools/train.py (phase 1 + 2) and tools/test.py, as a user.
+"""End to end on the toy world: tools/train.py (phase 1 + 2) and tools/test.py, as a user;
+phase 1 again on 2 gloo processes gives the same bits.
 
 One small fixed world (tests/configs/toy_e2e.py: world seed 1, 64 train / 16 val images,
 the shipped tiny CLIP, phase-1 numbers pinned in that config) is run through
@@ -30,6 +31,7 @@ one (per-iteration overhead of oversubscribed OpenMP threads on tiny matrix prod
 """
 import math
 import re
+import socket
 import sys
 import time
 
@@ -53,6 +55,10 @@ DATASETS = ('train_dataloader.dataset.dataset', 'val_dataloader.dataset',
 def run(args) -> str:
     """A tool from the repository root, one intra-op thread (module docstring)."""
     return run_tool([sys.executable] + [str(a) for a in args], env_extra=ONE_THREAD)
+
+
+def run_tool_str(args, env_extra) -> str:
+    return run_tool([str(a) for a in args], env_extra=env_extra)
 
 
 def logged_miou(log: str, mode: str) -> float:
@@ -119,6 +125,21 @@ def test_toy_end_to_end_vpl_beats_text(tmp_path):
     z = torch.load(work['text'] / 'vpl_prototypes.pth', weights_only=False)
     assert torch.allclose(text['prototypes'], z['text_prototypes'], atol=1e-5)
     assert (vpl['prototypes'] - text['prototypes']).norm(dim=1).mean() > 0.05
+
+    # the same phase 1 on 2 gloo processes: the prototypes and every file, bit for bit
+    # (float32 learning; sums over pixels exact in fixed point)
+    one, two = work['vision'] / 'pseudo_labels', tmp_path / 'two' / 'pseudo_labels'
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    run_tool_str(['bash', 'tools/dist_generate_pseudo_labels.sh', CONFIG, 2, '--work-dir',
+              tmp_path / 'two', '--out', two, '--cfg-options', *data],
+             env_extra=dict(ONE_THREAD, PORT=str(port)))
+    assert torch.equal(torch.load(two / 'prototypes.pth')['prototypes'],
+                       torch.load(one / 'prototypes.pth')['prototypes'])
+    files = sorted(p.relative_to(one) for p in one.rglob('*') if p.suffix in ('.png', '.npz'))
+    assert len(files) == 2 * NUM_TRAIN
+    assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files)
 
     # tools/test.py on the VPL checkpoint: a finite mIoU, the one validation printed
     log = run(['tools/test.py', CONFIG, ckpt, '--work-dir', tmp_path / 'test',

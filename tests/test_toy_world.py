@@ -70,14 +70,46 @@ def test_generator_variety():
 
 
 def test_ensure_is_a_noop_when_complete(world, tmp_path):
-    """ensure_toy_world leaves a matching world alone and regenerates a different one."""
+    """ensure_toy_world leaves a matching world alone and generates an absent one."""
     before = {p: p.stat().st_mtime_ns for p in world.rglob('*') if p.is_file()}
     ensure_toy_world(world, **SMALL)
     assert before == {p: p.stat().st_mtime_ns for p in world.rglob('*') if p.is_file()}
     root = ensure_toy_world(tmp_path / 'w', **dict(SMALL, num_train=2, num_val=1))
     assert (root / MANIFEST).exists() and len(list((root / 'JPEGImages').iterdir())) == 3
-    ensure_toy_world(root, **dict(SMALL, num_train=3, num_val=1))
-    assert len((root / 'ImageSets/Segmentation/train.txt').read_text().split()) == 3
+    assert _files(root) == _files(write_toy_world(tmp_path / 'again',
+                                                  **dict(SMALL, num_train=2, num_val=1)))
+
+
+def test_ensure_never_overwrites_a_folder_it_did_not_just_make(world, tmp_path):
+    """A missing file, other parameters or foreign files: an error that says what to do,
+    and nothing in the folder changes (a user's edits survive); an interrupted
+    generation (its marker, no manifest) is finished."""
+    import shutil
+    partial = tmp_path / 'partial'
+    shutil.copytree(world, partial)
+    (partial / 'JPEGImages/train_00002.jpg').unlink()
+    edited = partial / 'labels_train.txt'
+    edited.write_text(edited.read_text() + '# my note\n')
+    before = _files(partial)
+    with pytest.raises(FileNotFoundError, match=r'incomplete toy world: 1 files missing '
+                       r'\(JPEGImages/train_00002\.jpg\); restore them, or delete'):
+        ensure_toy_world(partial, **SMALL)
+    with pytest.raises(ValueError, match=r'other parameters: seed 3 \(asked: 4\).*delete'):
+        ensure_toy_world(partial, **dict(SMALL, seed=4))
+    assert _files(partial) == before
+    foreign = tmp_path / 'foreign'
+    foreign.mkdir()
+    (foreign / 'notes.txt').write_text('mine')
+    with pytest.raises(ValueError, match='holds files but no toy_world.json'):
+        ensure_toy_world(foreign, **SMALL)
+    assert [p.name for p in foreign.iterdir()] == ['notes.txt']
+    interrupted = tmp_path / 'interrupted'
+    shutil.copytree(world, interrupted)
+    (interrupted / MANIFEST).unlink()
+    (interrupted / 'JPEGImages/val_00001.jpg').unlink()
+    (interrupted / '.toy_world_generating.json').write_text('{}')
+    ensure_toy_world(interrupted, **SMALL)
+    assert _files(interrupted) == _files(world)
 
 
 def test_dataset_registered(world, tmp_path):

@@ -1,4 +1,4 @@
-"""VPLHead (METHOD §6): decoder shapes, prototype classifier, CE / balanced CE / RSC."""
+"""VPLHead (docs/method.md §6): decoder shapes, prototype classifier, CE / balanced CE / RSC."""
 import pytest
 import torch
 import torch.nn.functional as F

@@ -1,4 +1,4 @@
-"""Seed and pseudo-mask mIoU of phase-1 output against ground-truth masks (METHOD §3, §5).
+"""Seed and pseudo-mask mIoU of phase-1 output against ground-truth masks (docs/method.md §3, §5).
 
     # with a config: images, GT masks and class names from its train dataset
     python tools/eval_pseudo_labels.py configs/vpl_clip_voc.py \

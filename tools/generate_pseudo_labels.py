@@ -1,4 +1,4 @@
-"""Phase 1 of VPL outside training: pseudo-labels for any decoder (METHOD §2–§5).
+"""Phase 1 of VPL outside training: pseudo-labels for any decoder (docs/method.md §2–§5).
 
 Runs the config's ``VisionPrototypeHook`` exactly as ``before_train`` would — text
 prototypes, features of the train split, vision prototypes, CAMs, CAA, CRF — and writes
@@ -24,7 +24,8 @@ from mmengine.dist import get_dist_info, init_dist  # noqa: E402
 from mmengine.logging import MMLogger  # noqa: E402
 from mmengine.registry import DefaultScope  # noqa: E402
 
-from projects.vpl.engine.vision_prototype_hook import hook_from_config  # noqa: E402
+from projects.vpl.engine.vision_prototype_hook import (hook_from_config,  # noqa: E402
+                                                      model_num_classes)
 from projects.vpl.utils import setup_distributed  # noqa: E402
 
 
@@ -111,7 +112,8 @@ def main(argv=None) -> dict:
     progress = _TqdmProgress if rank == 0 else _Silent
     result = hook.run_phase1(clip, dataset, work_dir, out_dir=args.out,
                              logger=logger.info if rank == 0 else (lambda msg: None),
-                             progress=progress, preprocessor=pre)
+                             progress=progress, preprocessor=pre,
+                             model_classes=model_num_classes(cfg))
     if rank == 0:
         logger.info(f'pseudo-labels in {result.out_dir}; prototypes in '
                     f'{osp.join(work_dir, "vpl_prototypes.pth")}'

@@ -2,7 +2,12 @@
 
 ``--tta`` uses the config's ``tta_model`` / ``tta_pipeline`` (flip + scales, optional
 CRF for VPL configs); ``--out`` keeps the predictions as PNGs; ``--show-dir`` saves
-drawn predictions.
+drawn predictions. ``--format-only --out DIR`` scores nothing and needs no masks: the
+predictions are written as palettised PNGs (class ids) of the images' sizes, for VOC in
+the evaluation server's layout ``DIR/results/VOC2012/Segmentation/comp6_test_cls/`` and
+packed into ``DIR/results.tgz`` (:mod:`projects.vpl.evaluation.submission`); e.g. ::
+
+    python tools/test.py configs/vpl_clip_voc_test.py CKPT --format-only --out DIR --tta
 """
 import argparse
 import os
@@ -15,7 +20,8 @@ import projects.vpl  # noqa: E402,F401
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from projects.vpl.utils import apply_tta, setup_distributed  # noqa: E402
+from projects.vpl.utils import (apply_format_only, apply_tta,  # noqa: E402
+                                setup_distributed)
 
 
 def parse_args() -> argparse.Namespace:
@@ -26,6 +32,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--work-dir', help='the directory to save the evaluation metrics')
     parser.add_argument('--out', type=str,
                         help='the directory to save the output prediction PNGs')
+    parser.add_argument('--format-only', action='store_true',
+                        help='only write the predictions to --out (palettised PNGs, the VOC '
+                        'server layout for VOC, and results.tgz); no metric, no masks read')
     parser.add_argument('--show', action='store_true', help='show prediction results')
     parser.add_argument('--show-dir',
                         help='directory where painted images will be saved')
@@ -38,6 +47,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--tta', action='store_true', help='test time augmentation')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
+    if args.format_only and not args.out:
+        parser.error('--format-only needs --out DIR')
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
@@ -73,9 +84,11 @@ def main() -> None:
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)
+    if args.format_only:
+        cfg = apply_format_only(cfg, args.out)
     if args.tta:
         cfg = apply_tta(cfg)
-    if args.out is not None:
+    if args.out is not None and not args.format_only:
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
     runner = Runner.from_cfg(cfg)

@@ -13,4 +13,6 @@ log_processor = dict(by_epoch=False)
 log_level = 'INFO'
 load_from = None
 resume = False
-tta_model = dict(type='SegTTAModel')
+# MMSeg's SegTTAModel (softmax probabilities of the views averaged) with the option of
+# WeCLIP's test CRF: --tta --cfg-options tta_model.use_crf=True (any decoder).
+tta_model = dict(type='VPLSegTTAModel', merge='probs', use_crf=False)

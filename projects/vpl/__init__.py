@@ -7,5 +7,6 @@ makes MMSeg importable with mmcv-lite and MMEngine checkpoints loadable under to
 """
 from . import compat  # noqa: F401  (must run before mmseg.models is imported)
 from . import clip, datasets, engine, evaluation, models  # noqa: F401
+from . import apis  # noqa: F401  (uses the hook: after engine)
 
 __version__ = '0.1.0'

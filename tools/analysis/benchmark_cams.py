@@ -1,4 +1,4 @@
-"""Speed of the phase-1 CAM stage (METHOD §2-§4); not a test.
+"""Speed of the phase-1 CAM stage (docs/method.md §2-§4); not a test.
 
 For K = 1, 3, 6 present classes per image it measures images/s of
 
@@ -20,6 +20,12 @@ of a config (hook or backbone) instead::
 
     python tools/analysis/benchmark_cams.py --json bench.json
     python tools/analysis/benchmark_cams.py --device cuda --batch-size 8 --amp bf16
+    python tools/analysis/benchmark_cams.py --scale --json scale.json   # phase 1 at scale
+
+``--scale`` measures instead what :mod:`phase1_scale` describes: bytes per patch, peak
+memory and learning speed of synthetic VOC / COCO pixel sets with projections to the
+full datasets, the float32 learning step against a bare GEMM, the VOC checkpoint size with
+and without CLIP, and the phase-1 CAM work of VPL against two passes of the loop.
 
 Timings alternate between the methods over ``--repeats`` rounds and report the median,
 so a shared machine's load affects them alike.
@@ -30,19 +36,20 @@ import resource
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import projects.vpl  # noqa: E402,F401
 from projects.vpl.cam import (PixelSet, caa_refine, clip_gradcam, last_blocks,  # noqa: E402
-                              learn_prototypes, minmax_normalise, score_stack)
-from projects.vpl.cam.gradcam import allowed_mask, masked_softmax_probs  # noqa: E402
+                              learn_prototypes, score_stack)
 from projects.vpl.clip import build_clip  # noqa: E402
 from projects.vpl.utils.io import atomic_save_json  # noqa: E402
+from phase1_bench import clip_es_loop_gradcam, loop_gradcam, random_vit  # noqa: E402
 
 AMP = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
@@ -64,6 +71,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     p.add_argument('--proto-pixels', type=int, default=50000)
     p.add_argument('--proto-iters', type=int, default=10)
+    p.add_argument('--scale', action='store_true', help='phase 1 at scale (module docstring)')
+    p.add_argument('--scale-images', type=int, nargs=3, default=[1058, 1642, 4],
+                   metavar=('VOC', 'COCO', 'CAM'), help='--scale: synthetic VOC and COCO '
+                   'images (1/10 and 1/50 of the datasets) and images of the CAM timing')
     return p.parse_args(argv)
 
 
@@ -73,65 +84,7 @@ def build(args):
         from projects.vpl.engine.vision_prototype_hook import clip_cfg_from, find_hook_cfg
         cfg = Config.fromfile(args.config)
         return build_clip(**clip_cfg_from(cfg, find_hook_cfg(cfg)), device=args.device)
-    import open_clip
-    model_cfg = open_clip.get_model_config('ViT-B-16')
-    model_cfg['vision_cfg']['image_size'] = tuple(args.size)
-    torch.manual_seed(0)
-    return build_clip(model_cfg=model_cfg, device=args.device)
-
-
-def loop_gradcam(clip, images, labels, protos, num_fg) -> List[torch.Tensor]:
-    """CLIP-ES: blocks 1..L-1 once; per class one last-block forward and backward."""
-    with torch.no_grad():
-        x_last, _, grid = clip.gradcam_inputs(images)
-    allowed = allowed_mask(labels, num_fg, protos.shape[0], images.device)
-    cams = []
-    for i, ids in enumerate(labels):
-        per_image = []
-        for c in ids:
-            act = clip.last_block_ln1(x_last[i:i + 1]).detach().requires_grad_(True)
-            with torch.enable_grad():
-                embed, _ = clip.finish_from_ln1(x_last[i:i + 1], act, grid)
-                prob = masked_softmax_probs(embed, protos, allowed[i:i + 1],
-                                            clip.logit_scale)[0, c - 1]
-                grad, = torch.autograd.grad(prob, act)
-            cam = (act[0, 1:] * grad[0, 1:].mean(0)).sum(-1).clamp_min(0)
-            per_image.append(minmax_normalise(cam.detach().view(grid)))
-        cams.append(torch.stack(per_image))
-    return cams
-
-
-def clip_es_loop_gradcam(clip, images, labels, protos, num_fg) -> None:
-    """The loop with CLIP-ES's own extra costs: its last block returns the attention
-    weights (MultiheadAttention's math path instead of the fused kernel) and its CLIP is
-    not frozen, so every backward also computes the last block's weight gradients."""
-    visual = clip.model.visual
-    block = visual.transformer.resblocks[-1]
-    with torch.no_grad():
-        x_last, _, grid = clip.gradcam_inputs(images)
-    allowed = allowed_mask(labels, num_fg, protos.shape[0], images.device)
-    params = list(block.parameters()) + [visual.proj] + list(visual.ln_post.parameters())
-    for p in params:
-        p.requires_grad_(True)
-    try:
-        for i, ids in enumerate(labels):
-            for c in ids:
-                act = block.ln_1(x_last[i:i + 1]).detach().requires_grad_(True)
-                with torch.enable_grad():
-                    out, _ = block.attn(act, act, act, need_weights=True)
-                    x = x_last[i:i + 1] + block.ls_1(out)
-                    x = x + block.ls_2(block.mlp(block.ln_2(x)))
-                    embed = visual.ln_post(x[:, 1:]).mean(1) @ visual.proj
-                    prob = masked_softmax_probs(embed, protos, allowed[i:i + 1],
-                                                clip.logit_scale)[0, c - 1]
-                    prob.backward()
-                cam = (act[0, 1:] * act.grad[0, 1:].mean(0)).sum(-1).clamp_min(0)
-                minmax_normalise(cam.detach().view(grid)).cpu().numpy()
-                for p in params:
-                    p.grad = None
-    finally:
-        for p in params:
-            p.requires_grad_(False)
+    return random_vit(tuple(args.size), args.device)
 
 
 def sync(device: str) -> None:
@@ -143,6 +96,12 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.scale:
+        from phase1_scale import scale_report
+        report = scale_report(*args.scale_images, repeats=args.repeats)
+        if args.json:
+            atomic_save_json(report, args.json)
+        return report
     clip = build(args)
     dev, amp = args.device, AMP.get(args.amp)
     h, w = args.size
@@ -171,7 +130,7 @@ def main(argv=None) -> dict:
     def loop(k):
         with autocast():
             for x in chunks:
-                loop_gradcam(clip, x, [list(range(1, k + 1))] * len(x), protos, num_fg)
+                loop_gradcam(clip, x, [list(range(1, k + 1))] * len(x), protos, num_fg)[0]
 
     def clip_es_loop(k):
         with autocast():
@@ -223,7 +182,7 @@ def main(argv=None) -> dict:
     feats = F.normalize(torch.randn(n, clip.embed_dim, generator=gen), dim=1).to(dev)
     allowed = torch.ones(n // 100 + 1, num_fg + num_bg, dtype=torch.bool, device=dev)
     targets = torch.softmax(torch.randn(n, num_fg + num_bg, generator=gen), 1).to(dev)
-    pixels = PixelSet(feats, torch.arange(n, device=dev) // 100, allowed, targets)
+    pixels = PixelSet.from_targets(feats, torch.arange(n, device=dev) // 100, allowed, targets)
     proto = {}
     for name, dtype in (('float64', torch.float64), ('float32', torch.float32)):
         learn_prototypes(pixels, protos, iters=1, dtype=dtype)
@@ -233,11 +192,11 @@ def main(argv=None) -> dict:
         sync(dev)
         per_iter = (time.perf_counter() - t) / (args.proto_iters + 1)
         proto[name] = round(per_iter * 1000 / (n / 1e6), 2)
-    print(f'prototype learning: {proto["float64"]:.1f} s (float64, default) / '
-          f'{proto["float32"]:.1f} s (float32) per 1,000 iterations per million pixels')
+    print(f'prototype learning: {proto["float32"]:.1f} s (float32, default) / '
+          f'{proto["float64"]:.1f} s (float64) per 1,000 iterations per million pixels')
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    report = dict(K=results, proto_s_per_1k_iters_per_mpix=proto['float64'],
-                  proto_s_per_1k_iters_per_mpix_float32=proto['float32'],
+    report = dict(K=results, proto_s_per_1k_iters_per_mpix=proto['float32'],
+                  proto_s_per_1k_iters_per_mpix_float64=proto['float64'],
                   peak_rss_mb=round(peak, 1),
                   setup=dict(model=args.config or 'ViT-B-16 (random weights)',
                              size=[h, w], images=args.images, batch_size=bs, device=dev,

@@ -1,4 +1,5 @@
-"""Calibrate the VPL learning rate on a config's data (METHOD §4: "calibrate α on evidence").
+"""Calibrate the VPL learning rate on a config's data (docs/method.md §4: "calibrate α on
+evidence").
 
 Runs pass 1 of phase 1 once (pixel features and targets of the train split), then
 learns the prototypes for every learning rate given and reports, per rate, the loss
@@ -24,7 +25,7 @@ import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import DefaultScope  # noqa: E402
 
-from projects.vpl.cam import gap_metrics, learn_prototypes  # noqa: E402
+from projects.vpl.cam import gap_metrics  # noqa: E402
 from projects.vpl.engine.vision_prototype_hook import hook_from_config  # noqa: E402
 from projects.vpl.evaluation import evaluate_pseudo_labels  # noqa: E402
 from projects.vpl.utils.io import atomic_save_json  # noqa: E402
@@ -74,9 +75,8 @@ def main(argv=None) -> dict:
     runs = [('text', phase1.text_protos)]
     for lr in args.lrs:
         t = time.perf_counter()
-        w, log = learn_prototypes(pixels, z, vpl.tau_i, lr, iters, args.reduction,
-                                  vpl.batch_pixels, vpl.seed, max(1, iters // 10),
-                                  getattr(torch, vpl.dtype))
+        w, log = phase1.learn_from(pixels, lr=lr, iters=iters, reduction=args.reduction,
+                                   log_interval=max(1, iters // 10))
         losses = [l for _, l in log['loss']]
         run = dict(loss=log['loss'], gap=gap_metrics(pixels, w, z, phase1.num_fg),
                    monotone=all(b <= a + 1e-6 for a, b in zip(losses, losses[1:])),

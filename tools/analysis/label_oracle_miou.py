@@ -3,7 +3,7 @@
 A segmentor is scored on the config's test set twice: as ``tools/test.py`` scores it
 (argmax over all classes) and with the logits of the classes absent from each image
 removed before the argmax (background always kept) — the information every CAM, seed
-and pseudo-mask is given (METHOD §2: CAMs are made for the labelled classes only), so
+and pseudo-mask is given (docs/method.md §2: CAMs are made for the labelled classes only), so
 the second figure compares a decoder with Table 3 rows I–III on equal terms, and the
 difference between the two is what recognising the classes costs. The labels are those
 of the ground-truth mask (the classes present in it), so the figure is an oracle, not a

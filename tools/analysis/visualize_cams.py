@@ -8,9 +8,9 @@ Panels, left to right, each with its title:
 * **image** (titled with its image-level labels) and the **ground truth** (if the mask
   exists);
 * **text CAM** — CLIP-ES's GradCAM with the text prototypes ``Z``, refined by CAA
-  (METHOD §2–§3): Table 3 row I;
-* **VPL CAM** — the same with the learned vision prototypes ``W`` (METHOD §4): row II;
-* **pseudo-mask** — the phase-1 PNG (after the CRF, METHOD §5), if the phase-1 folder has
+  (docs/method.md §2–§3): Table 3 row I;
+* **VPL CAM** — the same with the learned vision prototypes ``W`` (docs/method.md §4): row II;
+* **pseudo-mask** — the phase-1 PNG (after the CRF, docs/method.md §5), if the phase-1 folder has
   the image (train split);
 * **prediction** — the decoder's (``--checkpoint``), through ``mmseg.apis``'s
   ``init_model`` / ``inference_model`` like any MMSeg model.
@@ -51,8 +51,7 @@ import projects.vpl  # noqa: E402,F401  (registers components; checkpoint-loadin
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import DefaultScope  # noqa: E402
 
-from projects.vpl.cam import (Phase1, learn_prototypes, make_records,  # noqa: E402
-                              score_stack, upsample)
+from projects.vpl.cam import Phase1, make_records, score_stack, upsample  # noqa: E402
 from projects.vpl.cam.images import ImageRecord, load_mask, load_rgb  # noqa: E402
 from projects.vpl.cam.phase1 import PROTOTYPE_FILE  # noqa: E402
 from projects.vpl.engine.vision_prototype_hook import (  # noqa: E402
@@ -154,12 +153,8 @@ def vision_prototypes(phase1: Phase1, work_dir: str, explicit: Optional[str],
             return data['prototypes'].float(), path, data.get('out_dir')
     log(f'no {" or ".join(candidates)}: learning W on the fly ({phase1.vpl.iters} '
         'iterations, not saved)')
-    vpl = phase1.vpl
     pixels = phase1.collect_pixels()
-    w, _ = learn_prototypes(pixels, phase1.text_protos.to(pixels.features.device),
-                            vpl.tau_i, vpl.lr, vpl.iters, vpl.reduction, vpl.batch_pixels,
-                            vpl.seed, max(1, vpl.iters), getattr(torch, vpl.dtype),
-                            device=pixels.features.device)
+    w, _ = phase1.learn_from(pixels, log_interval=max(1, phase1.vpl.iters))
     return w.float().cpu(), 'learned on the fly', None
 
 

@@ -16,6 +16,11 @@ from the ``image_labels`` spec of the config (``image_labels[split]``, or the wr
 ``strict`` = the same set, ``subset`` = mask classes are all labelled (labels may name
 classes without pixels, e.g. tiny or hidden objects), ``off``.
 
+``--reference-labels FILE`` compares the split's image-level labels with another label
+list, image by image — e.g. CLIP-ES's ``coco14/train.txt`` (0-based ids:
+``--reference-id-offset 1``), to confirm that a COCO conversion gives the label sets
+CLIP-ES's numbers were made with (crowd annotations included or not, images dropped).
+
 Prints counts and a per-class histogram (images per class in masks and labels, pixel
 share). Exits with 1 and the list of problems (``--out`` writes them all) if any.
 """
@@ -36,7 +41,7 @@ if REPO_ROOT not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, REPO_ROOT)
 # projects.vpl first: its compat layer must load before mmseg on mmcv-lite.
 import projects.vpl  # noqa: E402,F401
-from projects.vpl.datasets.image_labels import ImageLabelReader  # noqa: E402
+from projects.vpl.datasets.image_labels import ImageLabelReader, read_label_file  # noqa: E402
 from projects.vpl.utils.io import atomic_open  # noqa: E402
 from mmseg.registry import DATASETS  # noqa: E402
 
@@ -138,6 +143,7 @@ class Report:
         self.mask_images: Dict[int, int] = defaultdict(int)
         self.label_images: Dict[int, int] = defaultdict(int)
         self.pixels: Optional[np.ndarray] = None
+        self.labels: Dict[str, List[int]] = {}
 
     def add_pixels(self, pixels: np.ndarray) -> None:
         """Accumulate one mask's pixel counts per class."""
@@ -214,6 +220,7 @@ def check_leaf(cfg: ConfigDict, spec: Optional[dict], args: argparse.Namespace,
         except (OSError, KeyError, ValueError) as e:
             report.problems.append(('labels', str(e).strip('"\'')))
             continue
+        report.labels[result['name']] = sorted(labels)
         for c in labels:
             report.label_images[c] += 1
         if result['classes'] is not None and args.label_check != 'off':
@@ -221,6 +228,26 @@ def check_leaf(cfg: ConfigDict, spec: Optional[dict], args: argparse.Namespace,
                                      args.label_check)
             if problem:
                 report.problems.append(problem)
+
+
+def compare_reference(report: Report, path: str, id_offset: int) -> None:
+    """``reference`` problems: images of the split missing from the list at ``path``,
+    listed images missing from the split, and images whose label sets differ."""
+    try:
+        reference = read_label_file(path, len(report.classes) or None, id_offset)
+    except (OSError, ValueError) as e:
+        report.problems.append(('reference', f'{path}: {e}'))
+        return
+    ours = report.labels
+    for name in sorted(set(ours) - set(reference)):
+        report.problems.append(('reference', f'{name}: in the split, not in {path}'))
+    for name in sorted(set(reference) - set(ours)):
+        report.problems.append(('reference', f'{name}: in {path}, not in the split'))
+    for name in sorted(set(ours) & set(reference)):
+        if ours[name] != reference[name]:
+            report.problems.append(('reference', f'{name}: labels {ours[name]}, '
+                                    f'{path} has {reference[name]}'))
+    print(f'reference {path}: {len(set(ours) & set(reference))} images in both')
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -238,6 +265,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--out', help='write every problem to this file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
+    parser.add_argument('--reference-labels',
+                        help='a label list to compare the image-level labels with')
+    parser.add_argument('--reference-id-offset', type=int, default=0,
+                        help="added to the reference's ids (1 for CLIP-ES's 0-based COCO "
+                        'lists)')
     return parser.parse_args(argv)
 
 
@@ -256,6 +288,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report = Report()
     for leaf, leaf_spec in leaf_datasets(cfg[key]['dataset'], spec):
         check_leaf(leaf, leaf_spec, args, report)
+    if args.reference_labels:
+        compare_reference(report, args.reference_labels, args.reference_id_offset)
     report.print_summary(args.max_show)
     if args.out:
         with atomic_open(args.out, 'w') as f:

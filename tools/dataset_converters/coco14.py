@@ -9,7 +9,7 @@ Reads ``COCO_ROOT/annotations/instances_{train,val}2014.json`` and writes, under
 
 * ``SegmentationClass/{train,val}2014/<image name>.png``: single-channel PNG, 0 background,
   ``1..80`` the 80 categories in COCO's order (raw ids 1..90 with gaps remapped to
-  contiguous ids, METHOD.md §6b). Instances are painted from the largest to the smallest
+  contiguous ids, docs/method.md §6b). Instances are painted from the largest to the smallest
   (by mask area), so where they overlap the smaller one stays visible. Crowd annotations
   are painted as their class.
 * ``ImageSets/{train,val}.txt``: images with at least one annotation (82,081 / 40,137).

@@ -1,4 +1,4 @@
-# COCO 2014 objects, 81 classes (background + 80; METHOD.md §6b). Prepare with
+# COCO 2014 objects, 81 classes (background + 80; docs/method.md §6b). Prepare with
 #   python tools/dataset_converters/coco14.py data/coco2014
 # (docs/prepare_data.md). Train: the 82,081 train2014 images with at least one object;
 # val/test: the 40,137 val2014 images with objects. Masks are single-channel PNGs with
@@ -32,6 +32,21 @@ test_pipeline = [
     # annotations after Resize: the metric compares at the original size
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs')
+]
+# Test-time augmentation (tools/test.py --tta) in MMSeg's form (its pascal_voc12.py):
+# the image at scale factors 0.5-1.75, each with its flip; the VPL configs replace it
+# with WeCLIP's (1.0, 0.75 of the 512 test scale).
+img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+tta_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(type='Resize', scale_factor=r, keep_ratio=True) for r in img_ratios],
+            [dict(type='RandomFlip', prob=0., direction='horizontal'),
+             dict(type='RandomFlip', prob=1., direction='horizontal')],
+            [dict(type='LoadAnnotations')], [dict(type='PackSegInputs')]
+        ])
 ]
 train_dataloader = dict(
     batch_size=4,

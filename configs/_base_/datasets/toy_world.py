@@ -1,7 +1,8 @@
 # The toy world (projects/vpl/datasets/toy_world.py): 8 classes (ball, box, star, ring,
 # tent, cross, moon, kite) on 8 background concepts, 112x112 images, VOC layout.
-# The dataset generates the world under data_root when it is absent or was made with
-# other parameters (`generate`, see ensure_toy_world; a few seconds). By hand:
+# The dataset generates the world under data_root when it is absent (`generate`, see
+# ensure_toy_world; a few seconds); a folder with missing files or of other parameters
+# is an error that says what to do (never overwritten). By hand:
 #   python tools/toy/make_toy_world.py data/toy_world --seed 0
 # Image-level labels: labels_<split>.txt at the world's root (`image_labels[split]`, the
 # ImageLabelReader spec, relative to data_root). Text prototypes: TOY_CLASS_PROMPTS,

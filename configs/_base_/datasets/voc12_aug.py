@@ -1,4 +1,4 @@
-# PASCAL VOC 2012 + SBD "aug" (METHOD.md §6b). Prepare with
+# PASCAL VOC 2012 + SBD "aug" (docs/method.md §6b). Prepare with
 #   python tools/dataset_converters/voc_aug.py data/VOCdevkit data/benchmark_RELEASE
 # (docs/prepare_data.md). Train: train_aug (10,582) on SegmentationClassAug; val/test:
 # val (1,449) on VOC's own SegmentationClass. Seed / pseudo-mask quality is reported on
@@ -38,6 +38,21 @@ test_pipeline = [
     # annotations after Resize: the metric compares at the original size
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs')
+]
+# Test-time augmentation (tools/test.py --tta) in MMSeg's form (its pascal_voc12.py):
+# the image at scale factors 0.5-1.75, each with its flip; the VPL configs replace it
+# with WeCLIP's (1.0, 0.75 of the 512 test scale).
+img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+tta_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(type='Resize', scale_factor=r, keep_ratio=True) for r in img_ratios],
+            [dict(type='RandomFlip', prob=0., direction='horizontal'),
+             dict(type='RandomFlip', prob=1., direction='horizontal')],
+            [dict(type='LoadAnnotations')], [dict(type='PackSegInputs')]
+        ])
 ]
 train_dataloader = dict(
     batch_size=4,

@@ -1,5 +1,8 @@
-# EncoderDecoder on a frozen CLIP ViT-B/16 (METHOD §0, §6). The decode head is set by the
+# EncoderDecoder on a frozen CLIP ViT-B/16 (docs/method.md §0, §6). The decode head is set by the
 # top-level configs (VPLHead for VPL; any MMSeg head works on these maps).
+# CLIPEncoderDecoder = MMSeg's EncoderDecoder that fills head keys left None (in_channels,
+# in_index, embed_dims) from the backbone, and out_indices=None = every block but the last:
+# another open_clip ViT needs only another `clip` (configs/vpl_clip-vitl14_voc.py).
 # CLIP's normalisation lives here, in the data preprocessor (mean/std × 255, RGB);
 # Inputs are padded to multiples of the patch size (16): `size_divisor` in training and
 # `test_cfg.size_divisor` at test time (MMSeg pads test inputs only with the latter, then
@@ -17,7 +20,7 @@ data_preprocessor = dict(
     size_divisor=16,
     test_cfg=dict(size_divisor=16))
 model = dict(
-    type='EncoderDecoder',
+    type='CLIPEncoderDecoder',
     data_preprocessor=data_preprocessor,
     backbone=dict(
         type='CLIPVisionBackbone',
@@ -28,6 +31,6 @@ model = dict(
         # CLIP-ES and WeCLIP do (docs/method.md §0, §2).
         clip=dict(model_name='ViT-B-16', pretrained='openai', force_quick_gelu=True,
                   pos_interpolation='bilinear', pos_embed_fp16=True),
-        out_indices=tuple(range(11))),
+        out_indices=None),              # None: blocks 1..L-1 (1..11 on ViT-B/16)
     train_cfg=dict(),
     test_cfg=dict(mode='whole'))

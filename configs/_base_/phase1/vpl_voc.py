@@ -1,9 +1,9 @@
-# VPL phase 1 on PASCAL VOC (METHOD §2-§5): the VisionPrototypeHook runs at before_train
+# VPL phase 1 on PASCAL VOC (docs/method.md §2-§5): the VisionPrototypeHook runs at before_train
 # (or alone: python tools/generate_pseudo_labels.py CONFIG). Every number of phase 1 is
 # here; override one with e.g. --cfg-options custom_hooks.0.vpl.tau_i=0.05.
 # vpl_coco.py and the CLIP-ES baselines (clip_es_*.py) inherit this hook and state only
 # what they change.
-# Where each number comes from (P = the VPL paper / METHOD, C = CLIP-ES's code,
+# Where each number comes from (P = the VPL paper / docs/method.md, C = CLIP-ES's code,
 # O = our choice, documented in projects/vpl/cam/*):
 #   text prototypes: CLIP-ES class synonyms + 25 background concepts, the 'ensemble'
 #     of templates (the paper's headline setting: Table 3 row I = Table 4's
@@ -20,7 +20,10 @@
 #     problem (to 0.3) and the planning prototype (0.03-0.1). The paper's α = 10
 #     read as 'element_mean' (F.kl_div's default mean) is 10 / 45 = 0.22 per pixel
 #     here: docs/phase1.md, "Calibrating the VPL learning rate"                     O
-#   full batch over all patches; float64 math (N ranks = 1 rank, bit for bit)     O
+#   full batch over all patches; float32 matrix products, sums over pixels exact in
+#     fixed point (N ranks = 1 rank, bit for bit; docs/phase1.md)                  O
+#   pass 2 from what pass 1 kept (last block's input + CAA matrix, exact): CLIP
+#     runs once per image; host memory: half the free RAM by default             O
 #   background score (1 - max cam)^1                                               C
 #   CRF: 10 iterations, Gaussian sxy 1 compat 3, bilateral sxy 67 srgb 3 compat 4
 #     on CLIP-ES's image uint8(BGR - mean), confidence < 0.95 -> 255               C
@@ -37,11 +40,13 @@ custom_hooks = [
         save_cams=False,              # True: refined CAMs for seed mIoU (eval tool)
         overwrite=False,
         cam=dict(scale=1.0, batch_size=1, method='grads_batched', amp=None, phi=0.4,
-                 caa_blocks=8, sinkhorn_rounds=3, affinity_power=1, bg_power=1.0),
+                 caa_blocks=8, sinkhorn_rounds=3, affinity_power=1, bg_power=1.0,
+                 cache_memory_gb=None, cache_dir=None, cache_disk_gb=100.0,
+                 cache_dtype=None),
         vpl=dict(target='cam', tau_t=0.01, tau_i=0.03, lr=0.03, iters=3000,
                  reduction='pixel_mean', pixels_per_image=None, batch_pixels=None,
-                 dtype='float64', feature_dtype='float32', pixel_device=None, seed=0,
-                 log_interval=100),
+                 dtype='float32', feature_dtype='float32', pixel_device=None, seed=0,
+                 log_interval=100, chunk_pixels=65536, gap_figures=True),
         crf=dict(iters=10, pos_sxy=1, pos_compat=3, bi_sxy=67, bi_srgb=3, bi_compat=4,
                  image='clip_es'),
         conf_threshold=0.95,

@@ -1,4 +1,4 @@
-"""Class-aware attention affinity (CAA) of CLIP-ES (METHOD §3).
+"""Class-aware attention affinity (CAA) of CLIP-ES (docs/method.md §3).
 
 * Affinity: the head-averaged patch-to-patch attention of the last 8 blocks, averaged;
   Sinkhorn-style normalisation (columns, then rows; three rounds); symmetrised
@@ -28,9 +28,30 @@ def last_blocks(num_layers: int, count: int = 8) -> Tuple[int, ...]:
     return tuple(range(max(1, num_layers - count + 1), num_layers + 1))
 
 
+def sinkhorn_symmetric(attn: Sequence[torch.Tensor], sinkhorn_rounds: int = 3
+                       ) -> torch.Tensor:
+    """The symmetrised Sinkhorn matrix ``S`` of CAA before squaring (docs/method.md §3): the mean
+    of the attention maps, ``sinkhorn_rounds`` rounds of column-then-row normalisation,
+    then ``(T + Tᵀ)/2`` — exactly symmetric, bit for bit (float addition commutes)."""
+    if not attn:
+        raise ValueError('attention_affinity needs at least one attention map')
+    trans = torch.stack([a.float() for a in attn]).mean(dim=0)
+    for _ in range(sinkhorn_rounds):
+        trans = trans / trans.sum(dim=-2, keepdim=True)
+        trans = trans / trans.sum(dim=-1, keepdim=True)
+    return (trans + trans.transpose(-1, -2)) / 2
+
+
+def square(trans: torch.Tensor, power: int = 1) -> torch.Tensor:
+    """``trans`` squared ``power`` times (CLIP-ES: once)."""
+    for _ in range(power):
+        trans = trans @ trans
+    return trans
+
+
 def attention_affinity(attn: Sequence[torch.Tensor], sinkhorn_rounds: int = 3,
                        power: int = 1) -> torch.Tensor:
-    """CAA transition matrix from attention maps (METHOD §3).
+    """CAA transition matrix from attention maps (docs/method.md §3).
 
     Args:
         attn: ``(B, n, n)`` (or ``(n, n)``) attention maps, one per block; averaged.
@@ -40,16 +61,7 @@ def attention_affinity(attn: Sequence[torch.Tensor], sinkhorn_rounds: int = 3,
     Returns:
         ``T`` with the input's batch shape, float32.
     """
-    if not attn:
-        raise ValueError('attention_affinity needs at least one attention map')
-    trans = torch.stack([a.float() for a in attn]).mean(dim=0)
-    for _ in range(sinkhorn_rounds):
-        trans = trans / trans.sum(dim=-2, keepdim=True)
-        trans = trans / trans.sum(dim=-1, keepdim=True)
-    trans = (trans + trans.transpose(-1, -2)) / 2
-    for _ in range(power):
-        trans = trans @ trans
-    return trans
+    return square(sinkhorn_symmetric(attn, sinkhorn_rounds), power)
 
 
 def box_mask(cam: np.ndarray, phi: float = 0.4) -> np.ndarray:
@@ -98,10 +110,16 @@ def refine_cams(trans: torch.Tensor, cams: torch.Tensor, masks: torch.Tensor) ->
     return minmax_normalise((src @ trans.t()).reshape(k, h, w))
 
 
+def refine_batch(trans: torch.Tensor, cams: List[torch.Tensor], phi: float = 0.4
+                 ) -> List[torch.Tensor]:
+    """Refined ``(K_i, h, w)`` CAMs of a batch from its ``(B, n, n)`` CAA matrices."""
+    return [refine_cams(trans[i], c, box_masks(c, phi)) for i, c in enumerate(cams)]
+
+
 def caa_refine(attn: Dict[int, torch.Tensor], cams: List[torch.Tensor],
                blocks: Sequence[int], phi: float = 0.4, sinkhorn_rounds: int = 3,
                power: int = 1) -> List[torch.Tensor]:
-    """CAA for a batch: refined ``(K_i, h, w)`` CAMs of every image (METHOD §3).
+    """CAA for a batch: refined ``(K_i, h, w)`` CAMs of every image (docs/method.md §3).
 
     Args:
         attn: ``{block: (B, n, n)}`` from the GradCAM forward.
@@ -113,7 +131,7 @@ def caa_refine(attn: Dict[int, torch.Tensor], cams: List[torch.Tensor],
     if missing:
         raise KeyError(f'attention of blocks {missing} was not computed')
     trans = attention_affinity([attn[b] for b in blocks], sinkhorn_rounds, power)
-    return [refine_cams(trans[i], c, box_masks(c, phi)) for i, c in enumerate(cams)]
+    return refine_batch(trans, cams, phi)
 
 
 def upsample(maps: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
@@ -125,5 +143,5 @@ def upsample(maps: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
 
 
 def background_score(cams: torch.Tensor, power: float = 1.0) -> torch.Tensor:
-    """``(1 - max_c cam_c)^α`` of ``(K, H, W)`` CAMs -> ``(1, H, W)`` (METHOD §3)."""
+    """``(1 - max_c cam_c)^α`` of ``(K, H, W)`` CAMs -> ``(1, H, W)`` (docs/method.md §3)."""
     return (1 - cams.amax(dim=0, keepdim=True)).clamp_min(0) ** power

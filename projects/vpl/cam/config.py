@@ -1,4 +1,5 @@
-"""Settings and result of a phase-1 run (METHOD §2–§4); defaults are the paper's / CLIP-ES's."""
+"""Settings and result of a phase-1 run (docs/method.md §2–§4); defaults are the paper's /
+CLIP-ES's."""
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -9,7 +10,7 @@ AMP_DTYPES = {None: None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 @dataclass
 class CAMConfig:
-    """GradCAM / CAA settings (METHOD §2–§3).
+    """GradCAM / CAA settings (docs/method.md §2–§3).
 
     Attributes:
         scale: input scale before rounding up to the patch (CLIP-ES: 1.0).
@@ -21,6 +22,14 @@ class CAMConfig:
         sinkhorn_rounds: column/row normalisation rounds.
         affinity_power: times the symmetrised affinity is squared.
         bg_power: exponent α of the background score.
+        cache_memory_gb: host memory (per rank) for what VPL's second pass needs from
+            the first (:mod:`.pass2_cache`), so CLIP runs once per image; None: half of
+            the available memory shared by the local ranks; 0: none.
+        cache_dir: a folder for entries beyond the memory bound (None: none); a rerun
+            whose prototypes are learned finds them there.
+        cache_disk_gb: bound of ``cache_dir``.
+        cache_dtype: None (entries as computed: pass 2 gives the bits of a full second
+            pass) or ``'float16'`` (half the size, small CAM differences).
     """
 
     scale: float = 1.0
@@ -32,14 +41,22 @@ class CAMConfig:
     sinkhorn_rounds: int = 3
     affinity_power: int = 1
     bg_power: float = 1.0
+    cache_memory_gb: Optional[float] = None
+    cache_dir: Optional[str] = None
+    cache_disk_gb: float = 100.0
+    cache_dtype: Optional[str] = None
 
 
 @dataclass
 class VPLConfig:
-    """Vision prototype learning settings (METHOD §4; see :mod:`.prototypes`).
+    """Vision prototype learning settings (docs/method.md §4; see :mod:`.prototypes`).
 
     ``tau_t=None`` uses the CLIP model's own temperature ``1 / logit_scale``.
     ``pixel_device=None`` keeps the pixel features on CLIP's device.
+    ``dtype``: of the learning's matrix products (float32: GEMM speed; the sums are exact
+    in fixed point, so N ranks give the prototypes of one either way).
+    ``chunk_pixels``: pixels per matrix product (memory; the result's last bits).
+    ``gap_figures``: keep patch labels and report the modality-gap figures.
     """
 
     target: str = 'cam'
@@ -50,11 +67,13 @@ class VPLConfig:
     reduction: str = 'pixel_mean'
     pixels_per_image: Optional[int] = None
     batch_pixels: Optional[int] = None
-    dtype: str = 'float64'
+    dtype: str = 'float32'
     feature_dtype: str = 'float32'
     pixel_device: Optional[str] = None
     seed: int = 0
     log_interval: int = 100
+    chunk_pixels: int = 65536
+    gap_figures: bool = True
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""DenseCRF post-processing of CLIP-ES (METHOD §5), with pydensecrf2.
+"""DenseCRF post-processing of CLIP-ES (docs/method.md §5), with pydensecrf2.
 
 Unary: ``-log`` of the score stack ``[bg score; refined CAMs of the present classes]``
 (clipped at 1e-5, not renormalised — as CLIP-ES's ``unary_from_softmax`` call); pairwise:
@@ -101,7 +101,7 @@ def scores_to_label(scores: np.ndarray, keys: Sequence[int],
 def crf_label(image: np.ndarray, scores: np.ndarray, keys: Sequence[int],
               params: Optional[CRFParams] = CRFParams(),
               conf_threshold: Optional[float] = 0.95) -> np.ndarray:
-    """Pseudo-mask of one image (METHOD §5): CRF posterior -> class ids, low confidence
+    """Pseudo-mask of one image (docs/method.md §5): CRF posterior -> class ids, low confidence
     -> 255. ``params=None`` skips the CRF (argmax of the raw scores, no threshold)."""
     if params is None:
         return scores_to_label(scores, keys)

@@ -1,4 +1,4 @@
-"""CLIP-ES GradCAM (METHOD §2) for all present classes of a batch of images in one pass.
+"""CLIP-ES GradCAM (docs/method.md §2) for all present classes of a batch of images in one pass.
 
 CLIP-ES runs blocks ``1..L-1`` once, then for every present class one forward of the last
 block and one backward: the GradCAM activation is the last block's ``ln_1`` output, the
@@ -22,7 +22,9 @@ the backward passes are batched, in one of two ways (``method``):
 
 Both give the CLIP-ES CAMs; ``tools/analysis/benchmark_cams.py`` measures which is faster.
 The prototypes are an argument, so the same code makes the baseline CAMs (text
-prototypes ``Z``) and the VPL CAMs (vision prototypes ``W``).
+prototypes ``Z``) and the VPL CAMs (vision prototypes ``W``). Nothing before the last
+block depends on them: :func:`gradcam_from_last` starts from the last block's input, so
+VPL's second pass need not rerun blocks ``1..L-1`` (:mod:`.pass2_cache`).
 """
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -41,15 +43,18 @@ class CAMBatch:
         cams: per image a ``(K_i, h, w)`` tensor in ``[0, 1]``, rows in the order of the
             image's label list.
         features: ``(B, D, h, w)`` L2-normalised dense embeddings (VPL's pixel features,
-            METHOD §4), when requested.
+            docs/method.md §4), when requested.
         attn: head-averaged patch-to-patch attention of the requested blocks (1-based).
         grid: the patch grid ``(h, w)``.
+        x_last: ``(B, 1+hw, width)`` input of the last block, when requested (what a
+            second pass with other prototypes starts from: :func:`gradcam_from_last`).
     """
 
     cams: List[torch.Tensor]
     features: Optional[torch.Tensor] = None
     attn: Dict[int, torch.Tensor] = field(default_factory=dict)
     grid: Tuple[int, int] = (0, 0)
+    x_last: Optional[torch.Tensor] = None
 
 
 def check_prototypes(prototypes: torch.Tensor, num_fg: int, embed_dim: int) -> None:
@@ -65,7 +70,7 @@ def check_prototypes(prototypes: torch.Tensor, num_fg: int, embed_dim: int) -> N
 def allowed_mask(labels: Sequence[Sequence[int]], num_fg: int, num_protos: int,
                  device: Optional[torch.device] = None) -> torch.Tensor:
     """``(B, C+B)`` bool: the image's present classes (ids ``1..C`` -> rows ``0..C-1``) and
-    every background concept (METHOD §2 logits, §4 ``A_i``).
+    every background concept (docs/method.md §2 logits, §4 ``A_i``).
 
     Raises:
         ValueError: an empty label set or an id outside ``1..num_fg``.
@@ -124,8 +129,9 @@ def cam_from_grads(act: torch.Tensor, grad: torch.Tensor,
 def clip_gradcam(clip, images: torch.Tensor, labels: Sequence[Sequence[int]],
                  prototypes: torch.Tensor, num_fg: int, attn_blocks: Sequence[int] = (),
                  return_features: bool = False, method: str = 'grads_batched',
-                 amp_dtype: Optional[torch.dtype] = None) -> CAMBatch:
-    """CLIP-ES GradCAMs of every present class of every image, batched (METHOD §2).
+                 amp_dtype: Optional[torch.dtype] = None,
+                 return_last: bool = False) -> CAMBatch:
+    """CLIP-ES GradCAMs of every present class of every image, batched (docs/method.md §2).
 
     Args:
         clip: a :class:`~projects.vpl.clip.FrozenCLIP`.
@@ -138,6 +144,7 @@ def clip_gradcam(clip, images: torch.Tensor, labels: Sequence[Sequence[int]],
         return_features: also return the L2-normalised dense embeddings.
         method: ``'replicate'`` or ``'grads_batched'`` (module docstring).
         amp_dtype: run CLIP under autocast with this dtype (e.g. ``torch.bfloat16``).
+        return_last: also return the last block's input (``CAMBatch.x_last``).
 
     Returns:
         A :class:`CAMBatch`.
@@ -147,13 +154,38 @@ def clip_gradcam(clip, images: torch.Tensor, labels: Sequence[Sequence[int]],
     if len(labels) != images.shape[0]:
         raise ValueError(f'{len(labels)} label lists for {images.shape[0]} images')
     check_prototypes(prototypes, num_fg, clip.embed_dim)
-    device = images.device
+    allowed_mask(labels, num_fg, prototypes.shape[0])  # bad labels fail before CLIP runs
+    autocast = torch.autocast(images.device.type, dtype=amp_dtype,
+                              enabled=amp_dtype is not None)
+    with torch.no_grad(), autocast:
+        x_last, attn, grid = clip.gradcam_inputs(images, attn_blocks)
+    out = gradcam_from_last(clip, x_last, grid, labels, prototypes, num_fg,
+                            return_features, method, amp_dtype)
+    out.attn = {k: v.float() for k, v in attn.items()}
+    out.x_last = x_last if return_last else None
+    return out
+
+
+def gradcam_from_last(clip, x_last: torch.Tensor, grid: Tuple[int, int],
+                      labels: Sequence[Sequence[int]], prototypes: torch.Tensor,
+                      num_fg: int, return_features: bool = False,
+                      method: str = 'grads_batched',
+                      amp_dtype: Optional[torch.dtype] = None) -> CAMBatch:
+    """:func:`clip_gradcam` from the last block's input ``x_last`` ``(B, 1+hw, width)``
+    on: the last block with gradient, nothing before it. Blocks ``1..L-1`` do not depend
+    on the prototypes, so a second pass with other prototypes can start here (the same
+    bits as a full pass when ``x_last`` is the same)."""
+    if method not in GRADCAM_METHODS:
+        raise ValueError(f'method must be one of {GRADCAM_METHODS}, got {method!r}')
+    if len(labels) != x_last.shape[0]:
+        raise ValueError(f'{len(labels)} label lists for {x_last.shape[0]} images')
+    check_prototypes(prototypes, num_fg, clip.embed_dim)
+    device = x_last.device
     allowed = allowed_mask(labels, num_fg, prototypes.shape[0], device)
     counts = [len(ids) for ids in labels]
     scale = clip.logit_scale
     autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
     with torch.no_grad(), autocast:
-        x_last, attn, grid = clip.gradcam_inputs(images, attn_blocks)
         act = clip.last_block_ln1(x_last)
     if method == 'replicate':
         rows = torch.repeat_interleave(torch.arange(len(labels), device=device),
@@ -187,5 +219,4 @@ def clip_gradcam(clip, images: torch.Tensor, labels: Sequence[Sequence[int]],
                                         torch.tensor(counts, device=device))
         cams = cam_from_grads(act[i_idx], grads[k_idx, i_idx], grid)
     features = F.normalize(dense.detach().float(), dim=1) if return_features else None
-    return CAMBatch(cams=list(cams.split(counts)), features=features,
-                    attn={k: v.float() for k, v in attn.items()}, grid=grid)
+    return CAMBatch(cams=list(cams.split(counts)), features=features, grid=grid)

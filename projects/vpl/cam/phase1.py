@@ -1,7 +1,7 @@
 """Phase 1 end to end: features -> vision prototypes -> CAMs -> CAA -> CRF -> pseudo-labels.
 
 :class:`Phase1` is what the ``VisionPrototypeHook`` and ``tools/generate_pseudo_labels.py``
-run (METHOD §2–§5), in plain PyTorch (``torch.distributed`` when a process group is up):
+run (docs/method.md §2–§5), in plain PyTorch (``torch.distributed`` when a process group is up):
 
 1. *Pass 1* (``mode='vision'``): every image of this rank's shard through CLIP once — the
    GradCAMs with the text prototypes ``Z``, CAA, and the L2-normalised pixel features;
@@ -11,42 +11,37 @@ run (METHOD §2–§5), in plain PyTorch (``torch.distributed`` when a process g
 3. *Pass 2*: GradCAMs with the prototypes (``W``, or ``Z`` for ``mode='text'``, the
    CLIP-ES baseline), CAA, score stacks, DenseCRF in a worker pool, PNGs (+ CAM files).
 
-Output folder ``out_dir``: ``{name}.png``, ``cams/{name}.npz`` (optional),
-``prototypes.pth`` and ``phase1_state.json`` (the fingerprint of every input that changes
-the result, and ``done`` once all ranks finished). A rerun with the same fingerprint
-loads a finished result, or resumes: learned prototypes are reused and finished images
-skipped. A different fingerprint is an error unless ``overwrite=True``.
+Before pass 1 every file of the split is scanned (:mod:`.scan`, seconds). Output folder
+``out_dir``: ``{name}.png``, ``cams/{name}.npz`` (optional), ``prototypes.pth`` and
+``phase1_state.json`` (the fingerprint of every setting that can change a byte, and
+``done`` once all ranks finished; :mod:`.folder`). A rerun with the same fingerprint
+loads a finished result, or resumes: learned prototypes are reused, images whose files
+pass their content check are skipped, and every batch with an unfinished image is redone
+whole, so the bytes are the uninterrupted run's. A different fingerprint is an error
+naming each differing key unless ``overwrite=True``.
 """
-import hashlib
-import json
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from ..utils.dist import barrier, rank_world
-from ..utils.io import atomic_open, atomic_torch_save
-from .affinity import background_score, caa_refine, last_blocks
+from .affinity import background_score, last_blocks
+from .cam_pass import block_batches, cam_batches, make_cache
 from .config import AMP_DTYPES, CAMConfig, Phase1Result, VPLConfig
 from .crf import CRFParams
-from .gradcam import allowed_mask, check_prototypes, clip_gradcam
-from .images import (ImageRecord, clip_input_size, image_size, load_mask, load_rgb, shard,
-                     size_batches, to_clip_tensor)
-from .prototypes import (PixelSet, PixelSetBuilder, gap_metrics, image_targets,
-                         learn_prototypes)
-from .pseudo_labels import (PseudoLabelWriter, cam_file_path, is_finished,
-                            pseudo_label_path, score_stack)
-
-STATE_FILE = 'phase1_state.json'
-PROTOTYPE_FILE = 'prototypes.pth'
-
-
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+from .folder import (HOW_TO_CONTINUE, PROTOTYPE_FILE, STATE_FILE, Phase1Folder,  # noqa: F401
+                     digest, io_error, tensor_digest)
+from .gradcam import allowed_mask, check_prototypes
+from .images import ImageRecord, clip_input_size, load_mask, pending_batches, shard, shard_block
+from .pass2_cache import Pass2Cache
+from .pixel_set import PixelSet, PixelSetBuilder
+from .prototypes import gap_metrics, image_targets, learn_prototypes
+from .pseudo_labels import PseudoLabelWriter, score_stack
+from .scan import ScanResult, scan_records
 
 
 class _LogProgress:
@@ -86,6 +81,8 @@ class Phase1:
         progress: ``(total, desc) -> object with update(n), close()``.
         mean, std: RGB normalisation (0–1 scale); default CLIP's own. The hook passes the
             model's data preprocessor's, so phase 1 sees images as training does.
+        scan: the up-front scan of ``records`` if already made (the hook scans before it
+            encodes the text prototypes); None: :meth:`run` scans first.
     """
 
     def __init__(self, clip, records: Sequence[ImageRecord], text_prototypes: torch.Tensor,
@@ -96,7 +93,8 @@ class Phase1:
                  logger: Callable[[str], None] = print,
                  progress: Optional[Callable] = None,
                  mean: Optional[Sequence[float]] = None,
-                 std: Optional[Sequence[float]] = None) -> None:
+                 std: Optional[Sequence[float]] = None,
+                 scan: Optional[ScanResult] = None) -> None:
         if mode not in ('vision', 'text'):
             raise ValueError(f"mode must be 'vision' or 'text', got {mode!r}")
         if cam.amp not in AMP_DTYPES:
@@ -113,6 +111,10 @@ class Phase1:
         self.progress = progress or (lambda total, desc: _LogProgress(total, desc, logger))
         self.blocks = last_blocks(clip.num_layers, cam.caa_blocks)
         self.cam_dir = os.path.join(self.out_dir, 'cams') if save_cams else None
+        self.folder = Phase1Folder(self.out_dir, self.cam_dir, logger)
+        self._scan = scan
+        self._pass2_cache: Optional[Pass2Cache] = None
+        self._positions: Optional[dict] = None
 
     def with_prototypes(self, prototypes: torch.Tensor, out_dir: str,
                         records: Optional[Sequence[ImageRecord]] = None,
@@ -129,250 +131,301 @@ class Phase1:
 
     # ------------------------------------------------------------ fingerprint
     def config(self) -> dict:
-        """Every input that changes the pseudo-labels (the fingerprint's content)."""
-        cam = {k: v for k, v in asdict(self.cam).items() if k not in ('batch_size', 'method')}
-        vpl = ({k: v for k, v in asdict(self.vpl).items()
-                if k not in ('log_interval', 'pixel_device')} if self.mode == 'vision' else None)
-        return dict(version=1, mode=self.mode, clip=self.clip.fingerprint,
-                    text_prototypes=_digest(self.text_protos.cpu().numpy().round(6).tolist()),
+        """Every setting that can change a byte of the output (the fingerprint's content,
+        :mod:`.folder`): values exact (normalisation as floats, ``Z`` by its bytes), the
+        batch size and GradCAM method (a batch's composition and kernels round the odd
+        pixel differently) and the devices. Not in it: the number of ranks (the learning's
+        sums are exact and blocks are the split's, :mod:`.pixel_set`), the pass-2 cache
+        (the same bits as recomputing, :mod:`.pass2_cache`), the gap figures and the log
+        interval (the log only)."""
+        cam = {k: v for k, v in asdict(self.cam).items()
+               if k not in ('cache_memory_gb', 'cache_dir', 'cache_disk_gb')}
+        vpl = None
+        if self.mode == 'vision':
+            vpl = {k: v for k, v in asdict(self.vpl).items()
+                   if k not in ('log_interval', 'gap_figures')}
+            vpl['pixel_device'] = torch.device(self.vpl.pixel_device or self.clip.device).type
+        return dict(version=3, mode=self.mode, clip=self.clip.fingerprint,
+                    device=self.clip.device.type,
+                    text_prototypes=tensor_digest(self.text_protos),
                     num_fg=self.num_fg, cam=cam, vpl=vpl,
-                    normalisation=[round(v, 6) for v in self.mean + self.std],
+                    mean=list(self.mean), std=list(self.std),
                     crf=None if self.crf is None else self.crf.to_dict(),
                     conf_threshold=self.conf_threshold,
-                    split=_digest([(r.name, r.labels) for r in self.records]))
+                    split=digest([(r.name, r.labels) for r in self.records]))
 
     def fingerprint(self) -> str:
         """SHA-256 of :meth:`config`."""
-        return _digest(self.config())
-
-    def _state_path(self) -> str:
-        return os.path.join(self.out_dir, STATE_FILE)
+        return digest(self.config())
 
     def read_state(self) -> Optional[dict]:
         """The folder's ``phase1_state.json``, or None."""
-        path = self._state_path()
-        if not os.path.isfile(path):
-            return None
-        with open(path, encoding='utf-8') as f:
-            try:
-                return json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f'{path}: corrupt phase-1 state file ({e}); delete it') from None
+        return self.folder.read_state()
 
-    def _write_state(self, **extra) -> None:
-        state = dict(fingerprint=self.fingerprint(), config=self.config(), **extra)
-        with atomic_open(self._state_path(), 'w') as f:
-            json.dump(state, f, indent=2, default=str)
+    def scan_inputs(self) -> ScanResult:
+        """The up-front scan of this split (:func:`~.scan.scan_records`; once)."""
+        if self._scan is None:
+            self._scan = scan_records(self.records, logger=self.logger)
+        return self._scan
 
-    def _clear(self) -> None:
-        """Remove this run's outputs for the listed images (``overwrite=True``)."""
-        paths = [pseudo_label_path(self.out_dir, r.name) for r in self.records]
-        paths += [cam_file_path(os.path.join(self.out_dir, 'cams'), r.name)
-                  for r in self.records]
-        paths += [os.path.join(self.out_dir, n) for n in (PROTOTYPE_FILE, STATE_FILE)]
-        for p in paths:
-            if os.path.isfile(p):
-                os.unlink(p)
+    def sizes(self) -> Dict[str, Tuple[int, int]]:
+        """``{name: (H, W)}`` of every image, from the scan."""
+        return {r.name: s for r, s in zip(self.records, self.scan_inputs().sizes)}
+
+    def _input_sizes(self, records: Sequence[ImageRecord]) -> List[Tuple[int, int]]:
+        """CLIP input sizes of ``records`` (images of this split), from the scan."""
+        sizes = self.sizes()
+        return [clip_input_size(*sizes[r.name], self.clip.patch_size, self.cam.scale)
+                for r in records]
+
+    def my_records(self) -> List[ImageRecord]:
+        """This rank's images: whole blocks of the split (:func:`~.images.shard`)."""
+        rank, world = rank_world()
+        return shard(self.records, rank, world)
 
     # -------------------------------------------------------------------- run
     def run(self, overwrite: bool = False) -> Phase1Result:
-        """Run (or load, or resume) phase 1; every rank returns the same prototypes."""
+        """Run (or load, or resume) phase 1; every rank returns the same prototypes.
+
+        The inputs are scanned first (seconds); a finished folder of this fingerprint
+        is loaded, an interrupted one resumed (docs/phase1.md, *Output, resume,
+        distributed*)."""
+        try:
+            return self._run(overwrite)
+        except OSError as e:
+            if HOW_TO_CONTINUE in str(e):
+                raise
+            raise io_error(e, f'phase 1 stopped writing to {self.out_dir}') from e
+
+    def _run(self, overwrite: bool) -> Phase1Result:
         rank, world = rank_world()
-        fp, t0 = self.fingerprint(), time.perf_counter()
+        t0 = time.perf_counter()
+        self.scan_inputs()
+        fp, config, sizes = self.fingerprint(), self.config(), self.sizes()
         state = self.read_state()
-        if state is not None and state.get('fingerprint') != fp:
+        if (state is not None and state.get('fingerprint') != fp) or (
+                state is None and self.folder.has_labels()):
             if not overwrite:
-                old = state.get('config', {})
-                diff = sorted(k for k in set(old) | set(self.config())
-                              if old.get(k) != self.config().get(k))
-                raise RuntimeError(
-                    f'{self.out_dir} holds phase-1 output of a different configuration '
-                    f'(differs in: {", ".join(diff) or "unknown"}); use another folder or '
-                    'overwrite=True (--overwrite) to replace it')
+                raise RuntimeError(self.folder.refusal(state, config))
             barrier()
             if rank == 0:
-                self._clear()
+                self.folder.clear(self.records)
             state = None
-        if state is not None and state.get('done') and not self._missing():
-            data = self._load_prototypes()
-            self.logger(f'phase 1: loaded the finished result in {self.out_dir}')
-            return Phase1Result(data['prototypes'], self.text_protos.cpu(), self.num_fg,
-                                self.out_dir, fp, state.get('log', {}), loaded=True)
+        if state is not None and state.get('done'):
+            unfinished = self.folder.unfinished(self.records, sizes)
+            data = (None if unfinished else
+                    self.folder.load_prototypes(fp, tuple(self.text_protos.shape)))
+            if data is not None:
+                self.logger(f'phase 1: loaded the finished result in {self.out_dir}')
+                return Phase1Result(data['prototypes'], self.text_protos.cpu(), self.num_fg,
+                                    self.out_dir, fp, state.get('log', {}), loaded=True)
         barrier()
         if rank == 0:
             os.makedirs(self.out_dir, exist_ok=True)
-            self._write_state(done=False)
+            self.folder.remove_temporaries()
+            self.folder.write_state(fp, config, done=False)
         barrier()
         log = dict(times={}, world_size=world)
         protos = self._prototypes(log)
         t = time.perf_counter()
-        mine = shard(self.records, rank, world)
-        todo = [r for r in mine if not is_finished(self.out_dir, r.name, self.cam_dir)]
+        mine = self.my_records()
+        unfinished = self.folder.unfinished(mine, sizes)
+        self.folder.report_damaged(unfinished)
+        groups = block_batches(mine, self._input_sizes(mine), self.records,
+                               self.cam.batch_size)
+        todo, finished = pending_batches(mine, groups, lambda r: r.name not in unfinished)
         self._write_labels(todo, protos)
         barrier()
         log['times']['pseudo_labels'] = time.perf_counter() - t
         log['times']['total'] = time.perf_counter() - t0
         log['images'] = len(self.records)
-        skipped = f' ({len(mine) - len(todo)} were finished)' if len(todo) < len(mine) else ''
+        skipped = f' ({finished} were finished)' if finished else ''
         self.logger(f'phase 1 [pseudo-labels]: {len(todo)} images of this rank written in '
                     f'{log["times"]["pseudo_labels"]:.1f} s{skipped}; total '
                     f'{log["times"]["total"]:.1f} s')
         if rank == 0:
-            self._write_state(done=True, log=log)
+            self.folder.write_state(fp, config, done=True, log=log)
         barrier()
         return Phase1Result(protos.cpu(), self.text_protos.cpu(), self.num_fg,
                             self.out_dir, fp, log)
 
-    def _missing(self) -> List[str]:
-        return [r.name for r in self.records
-                if not is_finished(self.out_dir, r.name, self.cam_dir)]
-
-    def _load_prototypes(self) -> dict:
-        path = os.path.join(self.out_dir, PROTOTYPE_FILE)
-        data = torch.load(path, map_location='cpu', weights_only=True)
-        if data.get('fingerprint') != self.fingerprint():
-            raise RuntimeError(f'{path}: prototypes of another configuration')
-        expected = tuple(self.text_protos.shape)
-        if tuple(data['prototypes'].shape) != expected:
-            raise ValueError(f'{path}: {tuple(data["prototypes"].shape)} prototypes, '
-                             f'expected {expected}')
-        return data
+    def learn(self, overwrite: bool = False) -> Tuple[torch.Tensor, dict]:
+        """The prototypes without pass 2: ``Z`` in text mode, else ``W`` (pass 1 +
+        learning, or ``out_dir/prototypes.pth`` when its fingerprint matches), and the log
+        (loss, gap figures; times when learned now). For tools that score prototypes on
+        other splits (:meth:`with_prototypes`) without this split's pseudo-labels.
+        ``overwrite``: replace a prototype file of another configuration."""
+        self.scan_inputs()
+        path = self.folder.prototype_path
+        if rank_world()[0] == 0:
+            os.makedirs(self.out_dir, exist_ok=True)
+            if overwrite and os.path.isfile(path):
+                saved = torch.load(path, map_location='cpu', weights_only=True)
+                if saved.get('fingerprint') != self.fingerprint():
+                    os.unlink(path)
+        barrier()
+        log = dict(times={}, world_size=rank_world()[1])
+        protos = self._prototypes(log)
+        if self._pass2_cache is not None:  # no pass 2 here
+            self._pass2_cache.close()
+            self._pass2_cache = None
+        return protos, log
 
     # ------------------------------------------------------------- prototypes
     def _prototypes(self, log: dict) -> torch.Tensor:
         """``Z`` (text mode), saved ``W`` (resume), or pass 1 + learning."""
-        path = os.path.join(self.out_dir, PROTOTYPE_FILE)
+        data = (self.folder.load_prototypes(self.fingerprint(), tuple(self.text_protos.shape))
+                if self.mode == 'vision' else None)
         if self.mode == 'text':
             protos = self.text_protos
-        elif os.path.isfile(path):
-            data = self._load_prototypes()
+        elif data is not None:
             log.update(data.get('log', {}))
-            self.logger(f'phase 1: reusing the learned prototypes in {path}')
+            self.logger(f'phase 1: reusing the learned prototypes in '
+                        f'{self.folder.prototype_path}')
             return data['prototypes'].to(self.clip.device)
         else:
             protos = self._learn(log)
         if rank_world()[0] == 0:
-            atomic_torch_save(dict(prototypes=protos.cpu(), num_fg=self.num_fg,
-                                   fingerprint=self.fingerprint(),
-                                   log={k: v for k, v in log.items() if k != 'times'}),
-                              path)
+            self.folder.save_prototypes(dict(
+                prototypes=protos.cpu(), num_fg=self.num_fg, fingerprint=self.fingerprint(),
+                log={k: v for k, v in log.items() if k != 'times'}))
         barrier()
         return protos
 
-    def collect_pixels(self) -> PixelSet:
-        """Pass 1 over this rank's shard: pixel features, VPL targets and patch labels
-        (GT when every image has a mask, else the text-prototype seeds)."""
-        rank, world = rank_world()
+    def collect_pixels(self, for_pass2: bool = False) -> PixelSet:
+        """Pass 1 over this rank's shard: pixel features, ``G'`` of the VPL targets and,
+        with ``vpl.gap_figures``, patch labels (GT when every image has a mask, else the
+        text-prototype seeds), in buffers sized from the image headers
+        (:class:`~.pixel_set.PixelSetBuilder`). ``for_pass2``: also keep what pass 2
+        needs (:mod:`.pass2_cache`)."""
         vpl = self.vpl
         tau_t = vpl.tau_t if vpl.tau_t is not None else 1.0 / self.clip.logit_scale
-        with_gt = all(r.seg_map_path and os.path.isfile(r.seg_map_path) for r in self.records)
-        builder = PixelSetBuilder(vpl.pixels_per_image, vpl.seed,
-                                  getattr(torch, vpl.feature_dtype))
-        records = shard(self.records, rank, world)
+        records = self.my_records()
+        blocks = [self._global_index()[r.name] // shard_block(len(self.records))
+                  for r in records]
+        ids = sorted(set(blocks))
+        counts = [h * w // self.clip.patch_size ** 2 for h, w in self._input_sizes(records)]
+        with_gt = vpl.gap_figures and all(r.seg_map_path and os.path.isfile(r.seg_map_path)
+                                          for r in self.records)
+        device = torch.device(vpl.pixel_device) if vpl.pixel_device else self.clip.device
+        builder = PixelSetBuilder(
+            counts, [blocks.count(b) for b in ids], ids,
+            -(-len(self.records) // shard_block(len(self.records))), self.clip.embed_dim,
+            len(self.text_protos), vpl.pixels_per_image, vpl.seed,
+            getattr(torch, vpl.feature_dtype), device, with_labels=vpl.gap_figures)
+        if for_pass2:
+            host = builder.set.nbytes() if device.type == 'cpu' else 0
+            self._pass2_cache = self._make_cache(reserve=host)
+        position = {r.name: j for j, r in enumerate(records)}
         bar = self.progress(len(records), 'phase 1 [features]')
-        for batch, images, out, refined in self.cam_batches(records, self.text_protos, True):
+        for batch, images, out, refined in self.cam_batches(
+                records, self.text_protos, True, self._pass2_cache, store=for_pass2):
             for i, rec in enumerate(batch):
                 feats = out.features[i].flatten(1).t()
                 allowed = allowed_mask([rec.labels], self.num_fg, len(self.text_protos),
                                        feats.device)[0]
-                flat = refined[i].flatten(1)
                 targets = image_targets(feats, self.text_protos, allowed, self.num_fg,
-                                        vpl.target, tau_t, rec.labels, flat)
-                if with_gt:
-                    gt = load_mask(rec.seg_map_path, images[i].shape[:2])
-                    gt = F.interpolate(torch.from_numpy(gt)[None, None].float(),
-                                       size=out.grid, mode='nearest-exact')
-                    labels = gt.flatten().long()
-                else:
-                    keys = torch.tensor([0] + rec.labels)
-                    stack = torch.cat([background_score(refined[i], self.cam.bg_power),
-                                       refined[i]])
-                    labels = keys[stack.argmax(dim=0).flatten().cpu()]
-                builder.add(rec.name, feats, allowed, targets, labels)
+                                        vpl.target, tau_t, rec.labels, refined[i].flatten(1))
+                builder.add(position[rec.name], rec.name, feats, allowed, targets,
+                            self._patch_labels(rec, images[i], out.grid, refined[i], with_gt)
+                            if vpl.gap_figures else None)
             bar.update(len(batch))
         bar.close()
-        device = torch.device(vpl.pixel_device) if vpl.pixel_device else self.clip.device
-        pixels = builder.build('gt' if with_gt else 'pseudo', self.clip.embed_dim,
-                               len(self.text_protos))
-        for name in ('features', 'image_index', 'allowed', 'targets'):
-            setattr(pixels, name, getattr(pixels, name).to(device))
-        return pixels
+        return builder.build('gt' if with_gt else 'pseudo')
+
+    def _patch_labels(self, rec: ImageRecord, image, grid: Tuple[int, int],
+                      refined: torch.Tensor, with_gt: bool) -> torch.Tensor:
+        """Patch labels for the gap figures: the GT mask (nearest) or the text seeds."""
+        if with_gt:
+            gt = load_mask(rec.seg_map_path, image.shape[:2])
+            gt = F.interpolate(torch.from_numpy(gt)[None, None].float(), size=grid,
+                               mode='nearest-exact')
+            return gt.flatten().long()
+        keys = torch.tensor([0] + rec.labels)
+        stack = torch.cat([background_score(refined, self.cam.bg_power), refined])
+        return keys[stack.argmax(dim=0).flatten().cpu()]
+
+    def learn_from(self, pixels: PixelSet, **overrides) -> Tuple[torch.Tensor, dict]:
+        """:func:`~.prototypes.learn_prototypes` on ``pixels`` with this run's settings
+        (``overrides``: its keyword arguments, e.g. ``lr``, ``iters``, ``logger``)."""
+        vpl = self.vpl
+        kwargs = dict(tau_i=vpl.tau_i, lr=vpl.lr, iters=vpl.iters, reduction=vpl.reduction,
+                      batch_pixels=vpl.batch_pixels, seed=vpl.seed,
+                      log_interval=vpl.log_interval, dtype=getattr(torch, vpl.dtype),
+                      chunk=vpl.chunk_pixels, device=pixels.features.device)
+        kwargs.update(overrides)
+        return learn_prototypes(pixels, self.text_protos.to(kwargs['device']), **kwargs)
 
     def _learn(self, log: dict) -> torch.Tensor:
         """Pass 1 (:meth:`collect_pixels`), then :func:`learn_prototypes` and the gap."""
         vpl, t = self.vpl, time.perf_counter()
-        pixels = self.collect_pixels()
+        pixels = self.collect_pixels(for_pass2=True)
         device = pixels.features.device
         log['times']['features'] = time.perf_counter() - t
-        self.logger(f'phase 1 [features]: {len(pixels)} pixels on this rank in '
-                    f'{log["times"]["features"]:.1f} s')
+        cache = self._pass2_cache
+        kept = '' if cache is None else (
+            f'; kept for pass 2: {cache.stats["stored_memory"]} images in memory '
+            f'({cache.used["memory"] / 2 ** 30:.2f} GB), {cache.stats["stored_disk"]} on '
+            f'disk, {cache.stats["full"]} not kept')
+        self.logger(f'phase 1 [features]: {len(pixels)} pixels on this rank '
+                    f'({pixels.nbytes() / 2 ** 30:.2f} GB, '
+                    f'{pixels.nbytes() / max(1, len(pixels)):.0f} B per pixel) in '
+                    f'{log["times"]["features"]:.1f} s{kept}')
         t = time.perf_counter()
-        protos, vpl_log = learn_prototypes(
-            pixels, self.text_protos.to(device), vpl.tau_i, vpl.lr, vpl.iters,
-            vpl.reduction, vpl.batch_pixels, vpl.seed, vpl.log_interval,
-            getattr(torch, vpl.dtype), device=device, logger=self.logger)
+        protos, vpl_log = self.learn_from(pixels, logger=self.logger)
         log['times']['learning'] = time.perf_counter() - t
         log['vpl'] = vpl_log
-        log['gap'] = dict(labels=pixels.labels_source,
-                          text=gap_metrics(pixels, self.text_protos.to(device),
-                                           self.text_protos, self.num_fg),
-                          vision=gap_metrics(pixels, protos, self.text_protos, self.num_fg))
-        gap = ', '.join(f'{k} {log["gap"]["text"][k]:.4f} -> {log["gap"]["vision"][k]:.4f}'
-                        for k in ('patch_acc', 'patch_acc_fg', 'centroid_gap',
-                                   'proto_shift'))
+        gap = ''
+        if pixels.labels is not None:
+            z = self.text_protos.to(device)
+            log['gap'] = dict(labels=pixels.labels_source,
+                              text=gap_metrics(pixels, z, z, self.num_fg),
+                              vision=gap_metrics(pixels, protos, z, self.num_fg))
+            gap = '; text -> vision prototypes ({} patch labels): {}'.format(
+                pixels.labels_source, ', '.join(
+                    f'{k} {log["gap"]["text"][k]:.4f} -> {log["gap"]["vision"][k]:.4f}'
+                    for k in ('patch_acc', 'patch_acc_fg', 'centroid_gap', 'proto_shift')))
         self.logger(f'phase 1 [learning]: {vpl.iters} iterations in '
                     f'{log["times"]["learning"]:.1f} s; loss {vpl_log["loss"][0][1]:.4f} -> '
-                    f'{vpl_log["loss"][-1][1]:.4f}; text -> vision prototypes '
-                    f'({pixels.labels_source} patch labels): {gap}')
+                    f'{vpl_log["loss"][-1][1]:.4f}{gap}')
         return protos.to(self.clip.device)
 
     # ------------------------------------------------------------------ CAMs
-    def _load_batch(self, batch: Sequence[ImageRecord], size: Tuple[int, int]):
-        images = [load_rgb(r.img_path) for r in batch]
-        for rec, im in zip(batch, images):
-            if clip_input_size(*im.shape[:2], self.clip.patch_size, self.cam.scale) != size:
-                raise ValueError(f'{rec.img_path}: decoded size {im.shape[:2]} differs from '
-                                 'its header')
-        x = torch.stack([to_clip_tensor(im, size, self.mean, self.std)
-                         for im in images])
-        return images, x
+    def _global_index(self) -> dict:
+        if self._positions is None:
+            self._positions = {r.name: i for i, r in enumerate(self.records)}
+        return self._positions
+
+    def _make_cache(self, reserve: int = 0) -> Optional[Pass2Cache]:
+        return make_cache(self, reserve)
 
     def cam_batches(self, records: Sequence[ImageRecord], protos: torch.Tensor,
-                    features: bool) -> Iterator[tuple]:
-        """GradCAMs with ``protos`` (:func:`~.gradcam.clip_gradcam`) and their CAA
-        refinement (:func:`~.affinity.caa_refine`) of ``records``, as both passes make them.
-
-        Yields ``(records, RGB images, CAMBatch, refined CAMs)`` per size batch (refined:
-        per image ``(K_i, h, w)`` on the patch grid, rows in label order); the next batch
-        is decoded in a thread while CLIP runs. ``features``: also return the pixel
-        features. Public so that analysis tools show the CAMs phase 1 uses."""
-        patch, scale = self.clip.patch_size, self.cam.scale
-        sizes = [clip_input_size(*image_size(r.img_path), patch, scale) for r in records]
-        groups = size_batches(sizes, self.cam.batch_size)
-        batches = [[records[i] for i in idx] for idx in groups]
-        in_sizes = [sizes[idx[0]] for idx in groups]
-        amp = AMP_DTYPES[self.cam.amp]
-        with ThreadPoolExecutor(1) as pool:
-            nxt = pool.submit(self._load_batch, batches[0], in_sizes[0]) if batches else None
-            for j, batch in enumerate(batches):
-                images, x = nxt.result()
-                if j + 1 < len(batches):
-                    nxt = pool.submit(self._load_batch, batches[j + 1], in_sizes[j + 1])
-                out = clip_gradcam(self.clip, x.to(self.clip.device), [r.labels for r in batch],
-                                   protos, self.num_fg, self.blocks, features,
-                                   self.cam.method, amp)
-                refined = caa_refine(out.attn, out.cams, self.blocks, self.cam.phi,
-                                     self.cam.sinkhorn_rounds, self.cam.affinity_power)
-                yield batch, images, out, refined
+                    features: bool, cache: Optional[Pass2Cache] = None,
+                    store: bool = False) -> Iterator[tuple]:
+        """GradCAMs with ``protos`` and their CAA refinement of ``records``, as both
+        passes make them (:func:`~.cam_pass.cam_batches`). Public so that analysis tools
+        show the CAMs phase 1 uses."""
+        return cam_batches(self, records, protos, features, cache, store)
 
     def _write_labels(self, records: List[ImageRecord], protos: torch.Tensor) -> None:
-        """Pass 2: CAMs with ``protos``, CAA, score stacks -> CRF workers -> files."""
+        """Pass 2: CAMs with ``protos`` (from the pass-2 cache where it holds the images),
+        CAA, score stacks -> CRF workers -> files."""
+        cache = self._pass2_cache
+        if cache is None and self.mode == 'vision' and self.cam.cache_dir:
+            cache = self._make_cache()  # a rerun: entries an earlier pass 1 left on disk
         bar = self.progress(len(records), 'phase 1 [pseudo-labels]')
         with PseudoLabelWriter(self.out_dir, self.cam_dir, self.crf, self.conf_threshold,
                                self.num_workers) as writer:
-            for batch, images, _, refined in self.cam_batches(records, protos, False):
+            for batch, images, _, refined in self.cam_batches(records, protos, False, cache):
                 for rec, im, ref in zip(batch, images, refined):
                     scores = score_stack(ref, im.shape[:2], self.cam.bg_power)
                     writer.submit(rec.name, im, scores.cpu().numpy(), [0] + rec.labels)
+                    if cache is not None:
+                        cache.discard(rec.name)
                 bar.update(len(batch))
         bar.close()
+        if cache is not None:
+            self.logger(f'phase 1 [pseudo-labels]: {cache.stats["hits"]} images from the '
+                        f'pass-2 cache (last block only), the others recomputed')
+            cache.close()
+        self._pass2_cache = None

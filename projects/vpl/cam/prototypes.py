@@ -1,4 +1,4 @@
-"""Vision prototype learning (VPL phase 1, METHOD §4) and the modality-gap figures.
+"""Vision prototype learning (VPL phase 1, docs/method.md §4) and the modality-gap figures.
 
 Pixel features ``x_k`` (L2-normalised dense CLIP embeddings, one per patch) of every image
 ``i`` are classified against learnable prototypes ``W`` (``C`` foreground classes + ``B``
@@ -15,10 +15,13 @@ proportion to their text softmax, normalised to sum 1.
 
 Optimiser: projected gradient descent, ``W <- normalise(W - lr · ∇L)`` (each row back on
 the unit sphere after every step). The gradient has the closed form
-``∇_W L = (P - P')ᵀ X / (τ_I · N)``; it is a sum over pixels, so under a process group
-each rank sums over its own pixels and the sums are all-reduced.
+``∇_W L = (Σ_k P_k x_kᵀ - G') / (τ_I · N)`` with ``G' = Σ_k P'_k x_kᵀ`` fixed
+(:mod:`.pixel_set`: the target is kept only as ``G'``). The matrix products run in
+float32; every sum over pixels is made per chunk and rounded to fixed point, so the
+all-reduced gradient — and ``W`` — is the same bits on any number of ranks
+(:mod:`projects.vpl.utils.fixed_point`).
 
-Reduction and learning rate (METHOD leaves the reduction open, so α = 10 alone means
+Reduction and learning rate (docs/method.md leaves the reduction open, so α = 10 alone means
 nothing): ``'pixel_mean'`` (default) divides the summed loss by the number of pixels
 ``N``, as Eq. 7 is written; ``'element_mean'`` divides by ``N·(C+B)``, the reading of
 PyTorch's ``F.kl_div(..., reduction='mean')``. The gradients differ by the factor
@@ -30,14 +33,14 @@ features (oscillates from 0.2 on; the toy seeds are best at 0.01–0.03) and up 
 VOC-shaped synthetic problem, and the planning prototype was stable at 0.03–0.1 and
 diverged from 1 on; α = 0.03 is the default.
 """
-import zlib
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from ..utils.dist import all_reduce_sum, rank_world
+from ..utils.dist import all_reduce_sum
+from ..utils.fixed_point import GRAD_BITS, LOSS_BITS, from_fixed, max_terms, to_fixed
+from .pixel_set import PixelSet, PixelSetBuilder  # noqa: F401 (public here too)
 
 VPL_TARGETS = ('text', 'cam')
 REDUCTIONS = ('pixel_mean', 'element_mean')
@@ -47,7 +50,7 @@ def image_targets(features: torch.Tensor, text_protos: torch.Tensor, allowed: to
                   num_fg: int, target: str = 'cam', tau_t: float = 0.01,
                   labels: Sequence[int] = (), cams: Optional[torch.Tensor] = None
                   ) -> torch.Tensor:
-    """Target distribution ``P'`` of one image's pixels (METHOD §4), ``(n, C+B)``.
+    """Target distribution ``P'`` of one image's pixels (docs/method.md §4), ``(n, C+B)``.
 
     Args:
         features: ``(n, D)`` L2-normalised pixel features.
@@ -77,173 +80,168 @@ def image_targets(features: torch.Tensor, text_protos: torch.Tensor, allowed: to
     return out / out.sum(dim=1, keepdim=True).clamp_min(1e-12)
 
 
-@dataclass
-class PixelSet:
-    """The pixel features of one rank's images and everything the loss needs.
-
-    Attributes:
-        features: ``(P, D)`` L2-normalised pixel features.
-        image_index: ``(P,)`` row of ``allowed`` of each pixel's image.
-        allowed: ``(I, C+B)`` bool, ``A_i`` of each image.
-        targets: ``(P, C+B)`` target distribution ``P'``.
-        labels: ``(P,)`` patch-level class ids ``0..C`` (255 unknown) for the gap figures:
-            the GT when the split has masks, otherwise the text-prototype seeds.
-        labels_source: ``'gt'`` or ``'pseudo'``.
-    """
-
-    features: torch.Tensor
-    image_index: torch.Tensor
-    allowed: torch.Tensor
-    targets: torch.Tensor
-    labels: Optional[torch.Tensor] = None
-    labels_source: str = 'gt'
-
-    def __len__(self) -> int:
-        return self.features.shape[0]
+def _global_block_counts(pixels: PixelSet, device: torch.device) -> torch.Tensor:
+    """Pixels of every block of the split (all ranks), int64."""
+    counts = torch.zeros(pixels.num_blocks, dtype=torch.int64, device=device)
+    local = (pixels.block_offsets[1:] - pixels.block_offsets[:-1]).to(device)
+    counts[pixels.block_ids.to(device)] = local
+    return all_reduce_sum(counts)
 
 
-class PixelSetBuilder:
-    """Collects pixels image by image, optionally a fixed sample per image.
-
-    Args:
-        pixels_per_image: keep at most this many patches per image (None: all). The
-            sample depends only on ``seed`` and the image name, so it is the same however
-            the images are split over ranks.
-        seed: sampling seed.
-        feature_dtype: storage dtype of the features (``torch.float16`` halves memory).
-    """
-
-    def __init__(self, pixels_per_image: Optional[int] = None, seed: int = 0,
-                 feature_dtype: torch.dtype = torch.float32) -> None:
-        self.pixels_per_image = pixels_per_image
-        self.seed = seed
-        self.feature_dtype = feature_dtype
-        self._parts: Dict[str, List[torch.Tensor]] = dict(
-            features=[], targets=[], labels=[], index=[], allowed=[])
-
-    def add(self, name: str, features: torch.Tensor, allowed: torch.Tensor,
-            targets: torch.Tensor, labels: Optional[torch.Tensor] = None) -> None:
-        """Add one image: ``features`` ``(n, D)``, ``allowed`` ``(C+B,)``, ``targets``
-        ``(n, C+B)``, ``labels`` ``(n,)`` patch labels (or None)."""
-        n = features.shape[0]
-        keep = None
-        if self.pixels_per_image is not None and n > self.pixels_per_image:
-            gen = torch.Generator().manual_seed(self.seed * 1000003 + zlib.crc32(name.encode()))
-            keep = torch.randperm(n, generator=gen)[:self.pixels_per_image].sort().values
-        pick = (lambda t: t.cpu()[keep]) if keep is not None else (lambda t: t.cpu())
-        image = len(self._parts['allowed'])
-        self._parts['features'].append(pick(features).to(self.feature_dtype))
-        self._parts['targets'].append(pick(targets).float())
-        self._parts['index'].append(torch.full((len(pick(targets)),), image, dtype=torch.long))
-        self._parts['allowed'].append(allowed.cpu())
-        if labels is not None:
-            self._parts['labels'].append(pick(labels).long())
-
-    def build(self, labels_source: str = 'gt', dim: int = 0, num_protos: int = 0) -> PixelSet:
-        """The collected :class:`PixelSet` (empty tensors of the given sizes if no image)."""
-        p = self._parts
-        if not p['allowed']:
-            return PixelSet(torch.zeros(0, dim, dtype=self.feature_dtype),
-                            torch.zeros(0, dtype=torch.long),
-                            torch.zeros(0, num_protos, dtype=torch.bool),
-                            torch.zeros(0, num_protos), None, labels_source)
-        labels = (torch.cat(p['labels']) if len(p['labels']) == len(p['allowed'])
-                  else None)
-        return PixelSet(torch.cat(p['features']), torch.cat(p['index']),
-                        torch.stack(p['allowed']), torch.cat(p['targets']), labels,
-                        labels_source)
+def _minibatch(pixels: PixelSet, global_counts: torch.Tensor, batch: int,
+               gen: torch.Generator) -> List[torch.Tensor]:
+    """This rank's share of one global sample of ``batch`` pixels (with replacement,
+    the same sample on every rank): per local block, its sampled local indices."""
+    total = int(global_counts.sum())
+    picks = torch.randint(total, (batch,), generator=gen).sort().values
+    starts = torch.cat([global_counts.new_zeros(1), global_counts.cumsum(0)]).cpu()
+    out = []
+    for b, bid in enumerate(pixels.block_ids.tolist()):
+        lo, hi = torch.searchsorted(picks, starts[bid:bid + 2]).tolist()
+        out.append(picks[lo:hi] - starts[bid] + pixels.block_offsets[b])
+    return out
 
 
-def _loss_and_grad(pixels: PixelSet, idx: Optional[torch.Tensor], protos: torch.Tensor,
-                   tau_i: float, chunk: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Summed loss and summed gradient ``Σ_k (P_k - P'_k)ᵀ x_k / τ_I`` over the pixels
-    (all, or those at ``idx``), in ``protos``' dtype."""
-    grad = torch.zeros_like(protos)
-    loss = torch.zeros((), dtype=protos.dtype, device=protos.device)
-    total = len(pixels) if idx is None else len(idx)
-    for start in range(0, total, chunk):
-        sel = (slice(start, start + chunk) if idx is None
-               else idx[start:start + chunk])
-        x = pixels.features[sel].to(protos)
-        target = pixels.targets[sel].to(protos)
-        allowed = pixels.allowed[pixels.image_index[sel]].to(protos.device)
-        logp = (x @ protos.t() / tau_i).masked_fill(~allowed, float('-inf'))
-        logp = logp.log_softmax(dim=-1).masked_fill(~allowed, 0)
-        loss -= (target * logp).sum()
-        grad += (logp.exp() * allowed - target).t() @ x / tau_i
-    return loss, grad
+class _Sums:
+    """Per-step sums over this rank's pixels, in chunks at fixed offsets inside each block,
+    each chunk's float32 (``dtype``) products rounded to fixed point (:mod:`.pixel_set`):
+    ``Σ_k P_k x_kᵀ`` and ``Σ_k lse_k``. Buffers are reused from step to step."""
+
+    def __init__(self, pixels: PixelSet, num_protos: int, dtype: torch.dtype,
+                 device: torch.device, chunk: int, batch: Optional[int] = None) -> None:
+        self.pixels, self.dtype, self.device, self.chunk = pixels, dtype, device, chunk
+        self.bias = torch.zeros(pixels.allowed.shape, dtype=dtype, device=device)
+        self.bias.masked_fill_(~pixels.allowed.to(device), float('-inf'))
+        width = min(chunk, max(1, len(pixels) if batch is None else batch))
+        self.logits = torch.empty(width, num_protos, dtype=dtype, device=device)
+        convert = pixels.features.dtype != dtype or pixels.features.device != device
+        self.x = (torch.empty(width, pixels.features.shape[1], dtype=dtype, device=device)
+                  if convert else None)
+        self.part = torch.empty(num_protos, pixels.features.shape[1], dtype=dtype,
+                                device=device)
+
+    def _chunk(self, sel, wt: torch.Tensor, grad: torch.Tensor,
+               loss: Optional[torch.Tensor], finite: torch.Tensor) -> None:
+        px = self.pixels
+        feats, index = px.features[sel], px.image_index[sel]
+        n = feats.shape[0]
+        if self.x is not None:
+            x = self.x[:n]
+            x.copy_(feats)
+        else:
+            x = feats
+        logits = self.logits[:n]
+        torch.index_select(self.bias, 0, index.to(self.device), out=logits)
+        logits.addmm_(x, wt)  # x·w/τ, -inf on the disallowed entries
+        if loss is not None:  # only when the loss is logged (a slow reduction)
+            lse = torch.logsumexp(logits, dim=1)
+            loss += to_fixed(lse.double().sum(), LOSS_BITS, check=False)
+            finite &= torch.isfinite(lse).all()
+        torch.mm(torch.softmax(logits, dim=1).t(), x, out=self.part)
+        grad += to_fixed(self.part, GRAD_BITS, check=False)
+        finite &= torch.isfinite(self.part).all()
+
+    def __call__(self, wt: torch.Tensor, picks: Optional[List[torch.Tensor]] = None,
+                 with_loss: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Fixed-point ``(Σ P xᵀ (C+B, D), Σ lse ())`` over all pixels, or over ``picks``
+        (per local block, local indices); ``Σ lse`` is 0 unless ``with_loss``."""
+        grad = torch.zeros(self.part.shape, dtype=torch.int64, device=self.device)
+        loss = torch.zeros((), dtype=torch.int64, device=self.device)
+        finite = torch.ones((), dtype=torch.bool, device=self.device)
+        lsum = loss if with_loss else None
+        offsets = self.pixels.block_offsets.tolist()
+        for b in range(len(offsets) - 1):
+            if picks is None:
+                for s in range(offsets[b], offsets[b + 1], self.chunk):
+                    self._chunk(slice(s, min(s + self.chunk, offsets[b + 1])), wt, grad,
+                                lsum, finite)
+            else:
+                idx = picks[b].to(self.pixels.features.device)
+                for s in range(0, len(idx), self.chunk):
+                    self._chunk(idx[s:s + self.chunk], wt, grad, lsum, finite)
+        if not bool(finite):
+            raise FloatingPointError('VPL learning: non-finite logits or gradient (check '
+                                     'the pixel features for NaN / inf)')
+        return grad, loss
 
 
 def learn_prototypes(pixels: PixelSet, init: torch.Tensor, tau_i: float = 0.03,
                      lr: float = 0.03, iters: int = 3000, reduction: str = 'pixel_mean',
                      batch_pixels: Optional[int] = None, seed: int = 0,
-                     log_interval: int = 100, dtype: torch.dtype = torch.float64,
-                     chunk: int = 262144, device: Optional[torch.device] = None,
+                     log_interval: int = 100, dtype: torch.dtype = torch.float32,
+                     chunk: int = 65536, device: Optional[torch.device] = None,
                      logger=None) -> Tuple[torch.Tensor, dict]:
-    """Learn vision prototypes ``W`` by projected gradient descent on Eq. 7 (METHOD §4).
+    """Learn vision prototypes ``W`` by projected gradient descent on Eq. 7 (docs/method.md §4).
+
+    Each step computes, chunk by chunk, the logits ``x·w/τ`` (one matrix product with the
+    disallowed entries masked through its bias), the softmax ``P`` and ``Σ P xᵀ`` (a
+    second product) in ``dtype``; the gradient is ``(Σ P xᵀ - G') / τ`` (:mod:`.pixel_set`).
+    Sums are exact in fixed point, so ``W`` is the same bits on any number of ranks; the
+    prototypes themselves are updated in float64.
 
     Args:
-        pixels: this rank's :class:`PixelSet`.
+        pixels: this rank's :class:`~.pixel_set.PixelSet`.
         init: ``(C+B, D)`` initial prototypes (the text prototypes ``Z``).
         tau_i: vision temperature ``τ_I``.
         lr: learning rate α under ``reduction``.
         iters: number of steps ``T_w``.
         reduction: ``'pixel_mean'`` or ``'element_mean'`` (module docstring).
-        batch_pixels: None: full batch; else each rank samples this many pixels per step.
+        batch_pixels: None: full batch; else pixels per step, sampled from the whole split
+            (all ranks) with replacement, the same sample whatever the number of ranks.
+            The step uses the sample for ``Σ P xᵀ`` and the exact ``G'`` of all pixels
+            (an unbiased gradient whose target part has no sampling noise).
         seed: sampling seed (mini-batches).
-        log_interval: record the loss every this many steps.
-        dtype: compute dtype. float64 (default) makes the result independent of how
-            the pixels are split over ranks (a run on N processes writes the same
-            pseudo-labels as on one; with float32 the rounding of the gradient sum
-            differs and flips the odd pixel). float32 is ~3.5x faster on CPUs and
-            consumer GPUs (A100/H100 run float64 at full speed).
-        chunk: pixels per matrix product (memory bound).
+        log_interval: record the loss every this many steps (and at the end).
+        dtype: dtype of the matrix products: float32 (default, GEMM speed) or float64.
+        chunk: pixels per matrix product (memory bound; part of the result's bits).
         device: where to compute (default: ``init``'s device).
         logger: optional callable ``str -> None`` for progress lines.
 
     Returns:
         ``(W, log)``: ``W`` float32 ``(C+B, D)`` on unit norm; ``log`` = dict(loss=[(iter,
-        mean loss)], reduction, lr, tau_i, iters, pixels (global count)).
+        mean loss)], reduction, lr, tau_i, iters, pixels (global count), batch_pixels).
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f'reduction must be one of {REDUCTIONS}, got {reduction!r}')
-    if pixels.targets.shape[1:] != init.shape[:1] or pixels.features.shape[1:] != init.shape[1:]:
+    if (tuple(pixels.target_sum.shape) != tuple(init.shape)
+            or pixels.allowed.shape[1] != init.shape[0]):
         raise ValueError(f'pixel set ({pixels.features.shape[1]}-d features, '
-                         f'{pixels.targets.shape[1]} target entries) does not match '
+                         f'{pixels.allowed.shape[1]} target entries) does not match '
                          f'{tuple(init.shape)} prototypes')
-    device = device or init.device
-    protos = F.normalize(init.detach().to(device, dtype), dim=1)
-    local = len(pixels)
-    batch = None if batch_pixels is None else min(int(batch_pixels), local)
-    count = all_reduce_sum(torch.tensor(float(local if batch is None else batch),
-                                     dtype=torch.float64, device=device)).item()
+    device = torch.device(device or init.device)
+    num = init.shape[0]
+    protos = F.normalize(init.detach().to(device, torch.float64), dim=1)
+    block_counts = _global_block_counts(pixels, device)
+    count = int(block_counts.sum())
     if count == 0:
         raise ValueError('learn_prototypes: no pixel features on any rank')
-    denom = count * (protos.shape[0] if reduction == 'element_mean' else 1)
-    rank = rank_world()[0]
-    gen = torch.Generator().manual_seed(seed * 7919 + rank)
+    if count > max_terms(GRAD_BITS, 1.01):
+        raise ValueError(f'learn_prototypes: {count} pixels exceed the fixed-point range')
+    target = from_fixed(all_reduce_sum(pixels.target_sum.to(device).clone()))
+    batch = None if batch_pixels is None else int(batch_pixels)
+    per_entry = num if reduction == 'element_mean' else 1
+    gen = torch.Generator().manual_seed(seed * 7919 + 17)
+    sums = _Sums(pixels, num, dtype, device, chunk, batch)
     history = []
     for it in range(iters + 1):
-        idx = None
-        if batch is not None and it < iters:
-            idx = (torch.randint(local, (batch,), generator=gen) if batch
-                   else torch.zeros(0, dtype=torch.long))
-        loss, grad = _loss_and_grad(pixels, idx, protos, tau_i, chunk)
-        if batch is not None and it == iters:  # final loss over all pixels, for the log
-            count_all = all_reduce_sum(torch.tensor(float(local), dtype=torch.float64,
-                                                 device=device)).item()
-            loss = all_reduce_sum(loss) / count_all
-        else:
-            both = all_reduce_sum(torch.cat([loss.reshape(1), grad.flatten()]))
-            loss, grad = both[0] / count, both[1:].view_as(grad)
-        if it % log_interval == 0 or it == iters:
+        picks = (_minibatch(pixels, block_counts, batch, gen)
+                 if batch is not None and it < iters else None)
+        n = count if picks is None else batch
+        logged = it % log_interval == 0 or it == iters
+        grad_sum, lse_sum = sums((protos / tau_i).t().to(dtype).contiguous(), picks, logged)
+        both = all_reduce_sum(torch.cat([grad_sum.flatten(), lse_sum.reshape(1)]))
+        moment = from_fixed(both[:-1]).view_as(protos)
+        if logged:
+            loss = (from_fixed(both[-1], LOSS_BITS) / n
+                    - (protos * target).sum() / (tau_i * count))
             history.append((it, float(loss)))
             if logger is not None:
                 logger(f'VPL iter {it}/{iters}: loss {float(loss):.5f}')
         if it < iters:
-            protos = F.normalize(protos - lr * grad / denom, dim=1)
+            grad = (moment / n - target / count) / tau_i
+            protos = F.normalize(protos - lr * grad / per_entry, dim=1)
     log = dict(loss=history, reduction=reduction, lr=lr, tau_i=tau_i, iters=iters,
-               pixels=int(count) if batch is None else None, batch_pixels=batch_pixels)
+               pixels=count, batch_pixels=batch_pixels)
     if len(history) > 1 and history[-1][1] > history[0][1]:
         log['warning'] = (f'the loss rose from {history[0][1]:.4f} to {history[-1][1]:.4f}: '
                           f'lr={lr} ({reduction}) is too high for these features; lower it '
@@ -256,7 +254,7 @@ def learn_prototypes(pixels: PixelSet, init: torch.Tensor, tau_i: float = 0.03,
 @torch.no_grad()
 def gap_metrics(pixels: PixelSet, protos: torch.Tensor, text_protos: torch.Tensor,
                 num_fg: int, chunk: int = 262144) -> Dict[str, float]:
-    """The modality-gap figures of METHOD §4 for prototypes ``protos``.
+    """The modality-gap figures of docs/method.md §4 for prototypes ``protos``.
 
     * ``proto_shift``: ``‖Z - W‖_F² / (C+B)`` (0 for ``W = Z``);
     * ``centroid_gap``: mean over the foreground classes present in ``pixels.labels`` of
@@ -280,8 +278,8 @@ def gap_metrics(pixels: PixelSet, protos: torch.Tensor, text_protos: torch.Tenso
         for start in range(0, len(pixels), chunk):
             sel = slice(start, start + chunk)
             x = pixels.features[sel].to(device, torch.float32)
-            lab = pixels.labels[sel].to(device)
-            allowed = pixels.allowed[pixels.image_index[sel]].to(device)
+            lab = pixels.labels[sel].to(device).long()
+            allowed = pixels.allowed[pixels.image_index[sel].long()].to(device)
             best = (x @ protos.t()).masked_fill(~allowed, float('-inf')).argmax(dim=1)
             pred = torch.where(best < num_fg, best + 1, torch.zeros_like(best))
             valid = lab <= num_fg

@@ -1,4 +1,5 @@
-"""Pseudo-label files (METHOD §5): score stacks, CRF in a worker pool, atomic writes, resume.
+"""Pseudo-label files (docs/method.md §5): score stacks, CRF in a worker pool, atomic writes,
+resume.
 
 For each image the refined CAMs of its present classes (patch grid, ``[0, 1]``) are
 upsampled (bilinear) to the original size, stacked under the background score
@@ -10,15 +11,20 @@ with background 0, 255 below the confidence threshold. Files:
   (``(K, H, W)`` float16 refined CAMs at the original size), for seed evaluation.
 
 Every file goes to a temporary name and is renamed when complete; the CAM file is
-written before the PNG, so an existing PNG marks a finished image and a rerun skips it.
+written before the PNG, so a PNG marks a finished image and a rerun skips it — if its
+content checks out (:func:`output_problem`): a PNG that is not a whole single-channel
+label map of its image's size (a 0-byte or truncated copy, a disk error) or a CAM file
+without its arrays is unfinished, and the image is redone.
 """
 import os
+import zipfile
 from collections import deque
 from typing import Deque, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from ..utils.filecheck import png_problem
 from ..utils.io import atomic_open, atomic_save_png
 from .affinity import background_score, upsample
 from .crf import CRFParams, crf_label, worker_pool
@@ -34,16 +40,62 @@ def cam_file_path(cam_dir: str, name: str) -> str:
     return os.path.join(cam_dir, f'{name}.npz')
 
 
-def is_finished(out_dir: str, name: str, cam_dir: Optional[str] = None) -> bool:
-    """Whether image ``name`` has its PNG (and CAM file, when ``cam_dir`` is given)."""
-    if not os.path.isfile(pseudo_label_path(out_dir, name)):
-        return False
-    return cam_dir is None or os.path.isfile(cam_file_path(cam_dir, name))
+def cam_file_problem(path: str, size: Optional[Tuple[int, int]] = None) -> Optional[str]:
+    """Why ``path`` is not a whole CAM file (``keys`` and ``(K, H, W)`` ``cams``, ``H, W``
+    = ``size``), or None. Reads the zip directory and the array headers, not the CAMs."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+            if not {'keys.npy', 'cams.npy'} <= names:
+                return f'lacks {sorted({"keys.npy", "cams.npy"} - names)}'
+            with z.open('keys.npy') as f:
+                keys = np.lib.format.read_array(f)
+            with z.open('cams.npy') as f:
+                fmt = np.lib.format
+                read = (fmt.read_array_header_1_0 if fmt.read_magic(f) == (1, 0)
+                        else fmt.read_array_header_2_0)
+                shape = read(f)[0]
+            info = z.getinfo('cams.npy')
+    except FileNotFoundError:
+        return 'does not exist'
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        return f'is truncated or corrupt ({e})'
+    if len(shape) != 3 or shape[0] != len(keys):
+        return f'holds {len(keys)} keys for CAMs of shape {shape}'
+    if size is not None and tuple(shape[1:]) != tuple(size):
+        return f'holds {shape[1]}x{shape[2]} CAMs, its image is {size[0]}x{size[1]}'
+    if info.file_size < int(np.prod(shape)) * 2:
+        return 'is truncated (fewer bytes than its CAMs)'
+    return None
+
+
+def output_problem(out_dir: str, name: str, cam_dir: Optional[str] = None,
+                   size: Optional[Tuple[int, int]] = None) -> Optional[str]:
+    """Why image ``name``'s outputs are not finished (``'path: reason'``), or None: its
+    PNG (and CAM file, when ``cam_dir`` is given) exists and passes the content checks
+    (:func:`~projects.vpl.utils.filecheck.png_problem`, :func:`cam_file_problem`) for
+    the image size ``size`` ``(H, W)`` (None: any size)."""
+    png = pseudo_label_path(out_dir, name)
+    problem = png_problem(png, size)
+    if problem is not None:
+        return f'{png}: {problem}'
+    if cam_dir is not None:
+        cam = cam_file_path(cam_dir, name)
+        problem = cam_file_problem(cam, size)
+        if problem is not None:
+            return f'{cam}: {problem}'
+    return None
+
+
+def is_finished(out_dir: str, name: str, cam_dir: Optional[str] = None,
+                size: Optional[Tuple[int, int]] = None) -> bool:
+    """Whether image ``name`` is finished (:func:`output_problem` finds nothing)."""
+    return output_problem(out_dir, name, cam_dir, size) is None
 
 
 def score_stack(refined: torch.Tensor, size: Tuple[int, int], bg_power: float = 1.0
                 ) -> torch.Tensor:
-    """``[bg score; CAMs]`` at the original size, ``(K+1, H, W)`` float32 (METHOD §3, §5).
+    """``[bg score; CAMs]`` at the original size, ``(K+1, H, W)`` float32 (docs/method.md §3, §5).
 
     Args:
         refined: ``(K, h, w)`` refined CAMs on the patch grid.

@@ -28,6 +28,8 @@ local state-dict file that does not tell it needs ``force_quick_gelu`` stated (T
 OpenAI's weights converted by open_clip / timm, False for most others). The activation
 used is part of the model identity (fingerprints, caches).
 """
+import contextlib
+import logging
 import os
 import zipfile
 from pathlib import Path
@@ -49,11 +51,11 @@ def _is_torchscript(path: str) -> bool:
         return any(n.endswith('constants.pkl') or '/code/' in n for n in zf.namelist())
 
 
-def _load_file(path: str) -> Tuple[object, str]:
+def _load_file(path: str, content: bool = True) -> Tuple[object, str]:
     """Read a weights file: ``(content, kind)`` with ``kind`` one of ``'project'`` (a
     project checkpoint dict), ``'openai'`` (OpenAI's TorchScript archive, returned as its
-    state dict), ``'state_dict'`` (a pickled state dict, or None for the formats only
-    open_clip's ``load_checkpoint`` reads: safetensors, numpy)."""
+    state dict), ``'state_dict'`` (anything else, for open_clip's ``load_checkpoint``;
+    loaded here only with ``content``, and not for safetensors / numpy files)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f'CLIP checkpoint {path!r} does not exist')
     if _is_torchscript(path):
@@ -64,7 +66,7 @@ def _load_file(path: str) -> Tuple[object, str]:
         for key in _OPENAI_EXTRA_KEYS:
             state.pop(key, None)
         return state, 'openai'
-    if path.endswith(('.safetensors', '.npz', '.npy')):
+    if not content or path.endswith(('.safetensors', '.npz', '.npy')):
         return None, 'state_dict'
     try:
         obj = torch.load(path, map_location='cpu', weights_only=True)
@@ -74,6 +76,31 @@ def _load_file(path: str) -> Tuple[object, str]:
     if isinstance(obj, dict) and 'model_cfg' in obj and 'state_dict' in obj:
         return obj, 'project'
     return obj, 'state_dict'
+
+
+def download_weights(model_name: str, pretrained: str, cache_dir: Optional[str]) -> str:
+    """The local file of an open_clip pretrained tag, downloaded into its cache when
+    missing (open_clip's own ``download_pretrained``, the same on 2.26 and 3.x).
+
+    Raises:
+        ValueError: an unknown tag.
+        FileNotFoundError: not cached and not downloadable (offline): names the file to
+            fetch and the ``checkpoint=`` line to use instead.
+    """
+    import open_clip
+    from open_clip import pretrained as registry
+    cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+    if not cfg:
+        raise ValueError(f'open_clip has no pretrained tag {pretrained!r} for {model_name!r}; '
+                         f'tags: {open_clip.list_pretrained_tags_by_model(model_name)}')
+    try:
+        path = registry.download_pretrained(cfg, cache_dir=cache_dir)
+    except Exception as e:  # noqa: BLE001 — offline: URLError, HF hub errors, ...
+        raise _missing_weights_error(model_name, pretrained, e) from None
+    if not path:
+        raise _missing_weights_error(model_name, pretrained,
+                                     RuntimeError('open_clip returned no file'))
+    return path
 
 
 def _tokenizer_for(model_cfg: dict, vocab: Optional[torch.Tensor]):
@@ -96,7 +123,7 @@ def tag_quick_gelu(model_name: str, pretrained: str) -> Optional[bool]:
     """The activation a pretrained tag's weights were trained with: True (QuickGELU),
     False (GELU) or None (this open_clip's registry does not say).
 
-    ``openai`` is QuickGELU on every open_clip version. open_clip >= 2.24 marks the other
+    ``openai`` is QuickGELU on every open_clip version. open_clip 3 marks the other
     QuickGELU tags with ``quick_gelu=True``; where its registry marks OpenAI's own tag,
     an unmarked tag is GELU.
     """
@@ -151,6 +178,22 @@ def _missing_weights_error(model_name: str, pretrained: str, cause: Exception
         'open_clip / Hugging Face cache and set cache_dir).')
 
 
+@contextlib.contextmanager
+def _quiet_random_init(weights_follow: bool):
+    """Silence open_clip's "Model initialized randomly" warning when weights are loaded
+    right after (the architecture is built first, then our loader fills it)."""
+    def keep(record: logging.LogRecord) -> bool:
+        return 'initialized randomly' not in record.getMessage()
+
+    root = logging.getLogger()
+    if weights_follow:
+        root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
 def _load_state(model: torch.nn.Module, state: dict, path: str) -> None:
     missing, unexpected = model.load_state_dict(
         {k: v.float() for k, v in state.items()}, strict=False)
@@ -191,7 +234,17 @@ def build_clip(model_name: Optional[str] = None, pretrained: Optional[str] = Non
     if model_name is not None and model_cfg is not None:
         raise ValueError('give either model_name or model_cfg, not both')
 
-    ckpt, kind = _load_file(checkpoint) if checkpoint is not None else (None, None)
+    if model_name is not None and pretrained is not None:
+        trained_with: Optional[bool] = tag_quick_gelu(model_name, pretrained)
+        source = f'open_clip {model_name!r} / {pretrained!r}'
+        weights = download_weights(model_name, pretrained, cache_dir)
+    else:
+        trained_with, source, weights = None, checkpoint, checkpoint
+    ckpt, kind = (_load_file(weights, content=model_name is None) if weights is not None
+                  else (None, None))
+    if kind == 'openai':
+        trained_with = True
+        source = f"{weights} (OpenAI's TorchScript weights)"
     vocab, ckpt_mean, ckpt_std = None, None, None
     if kind == 'project':
         if model_name is not None:
@@ -202,10 +255,9 @@ def build_clip(model_name: Optional[str] = None, pretrained: Optional[str] = Non
 
     if model_cfg is not None:
         cfg = dict(model_cfg)
-        source = f'the CLIP weights {checkpoint}' if checkpoint else 'this CLIP'
         cfg['quick_gelu'] = resolve_quick_gelu(
-            force_quick_gelu, True if kind == 'openai' else None,
-            bool(cfg.get('quick_gelu', False)), source)
+            force_quick_gelu, trained_with, bool(cfg.get('quick_gelu', False)),
+            f'the CLIP weights {checkpoint}' if checkpoint else 'this CLIP')
         model = open_clip.model.CLIP(**cfg)
         if ckpt is not None:
             _load_state(model, ckpt['state_dict'] if kind == 'project' else ckpt,
@@ -219,34 +271,24 @@ def build_clip(model_name: Optional[str] = None, pretrained: Optional[str] = Non
         if name_cfg is None:
             raise ValueError(f'unknown open_clip model {model_name!r}; models: '
                              f'{open_clip.list_models()[:20]}...')
-        trained_with = None
-        if pretrained is not None:
-            trained_with = tag_quick_gelu(model_name, pretrained)
-            source = f'open_clip {model_name!r} / {pretrained!r}'
-        elif kind == 'openai':
-            trained_with, source = True, f"{checkpoint} (OpenAI's TorchScript weights)"
-        else:
-            source = f'{checkpoint}' if checkpoint else f'a random {model_name}'
-            if (checkpoint is not None and force_quick_gelu is None
-                    and not name_cfg.get('quick_gelu')):
-                raise ValueError(
-                    f'{checkpoint}: the file does not tell which activation its weights '
-                    f'were trained with; state it in the CLIP config: '
-                    'force_quick_gelu=True for OpenAI\'s weights (also as converted by '
-                    'open_clip / timm, e.g. timm/vit_base_patch16_clip_224.openai), '
-                    'False for GELU-trained weights (e.g. LAION / DataComp)')
+        if (kind == 'state_dict' and trained_with is None and force_quick_gelu is None
+                and not name_cfg.get('quick_gelu')):
+            raise ValueError(
+                f'{checkpoint}: the file does not tell which activation its weights '
+                f'were trained with; state it in the CLIP config: '
+                'force_quick_gelu=True for OpenAI\'s weights (also as converted by '
+                'open_clip / timm, e.g. timm/vit_base_patch16_clip_224.openai), '
+                'False for GELU-trained weights (e.g. LAION / DataComp)')
         quick = resolve_quick_gelu(force_quick_gelu, trained_with,
-                                   bool(name_cfg.get('quick_gelu', False)), source)
-        try:
-            model = open_clip.create_model(
-                model_name, pretrained=pretrained if kind != 'state_dict' else checkpoint,
-                force_quick_gelu=quick, cache_dir=cache_dir, device='cpu')
-        except RuntimeError as e:
-            if pretrained is not None and 'download' in str(e).lower():
-                raise _missing_weights_error(model_name, pretrained, e) from None
-            raise
+                                   bool(name_cfg.get('quick_gelu', False)),
+                                   source or f'a random {model_name}')
+        with _quiet_random_init(weights is not None):
+            model = open_clip.create_model(model_name, pretrained=None,
+                                           force_quick_gelu=quick, device='cpu')
         if kind == 'openai':
-            _load_state(model, ckpt, checkpoint)
+            _load_state(model, ckpt, weights)
+        elif kind == 'state_dict':
+            open_clip.load_checkpoint(model, weights)
         tokenizer = open_clip.get_tokenizer(model_name)
         pre = open_clip.get_pretrained_cfg(model_name, pretrained) if pretrained else {}
         ckpt_mean, ckpt_std = pre.get('mean'), pre.get('std')

@@ -2,11 +2,11 @@
 
 ``FrozenCLIP`` wraps an ``open_clip`` CLIP model and exposes, for one forward:
 
-* patch tokens of chosen blocks (the decoder's multi-level input, METHOD §6),
+* patch tokens of chosen blocks (the decoder's multi-level input, docs/method.md §6),
 * dense embeddings in the joint space: ``proj(ln_post(token))`` for every patch token
-  (the pixel features of VPL, METHOD §4),
-* head-averaged patch-to-patch attention of chosen blocks (CAA, METHOD §3),
-* the GradCAM split of CLIP-ES (METHOD §2): blocks ``1..L-1`` without gradient, the
+  (the pixel features of VPL, docs/method.md §4),
+* head-averaged patch-to-patch attention of chosen blocks (CAA, docs/method.md §3),
+* the GradCAM split of CLIP-ES (docs/method.md §2): blocks ``1..L-1`` without gradient, the
   activation = the last block's ``ln_1`` output with gradient, the image embedding =
   ``proj`` of the mean of the ``ln_post``-ed patch tokens.
 
@@ -15,11 +15,27 @@ embedding is interpolated to the patch grid — bilinearly with ``align_corners=
 and the class-token entry kept as is, as CLIP-ES does it (``pos_interpolation='bicubic'``
 is the alternative) — and, with ``pos_embed_fp16`` (default), the whole table is rounded
 to float16 as CLIP-ES's and WeCLIP's ``upsample_pos_emb`` do (``emb.half()``) on every
-device and at every size, the native grid included (docs/method.md §2). A size that is not a multiple of the patch is an error (the data
-pipelines and the CAM code resize images to multiples of the patch, as CLIP-ES rounds up).
+device and at every size, the native grid included (docs/method.md §2). A size that is
+not a multiple of the patch is an error (the data pipelines and the CAM code resize
+images to multiples of the patch, as CLIP-ES rounds up).
 
 Every method takes images already normalised with CLIP's mean/std (``FrozenCLIP.mean``
 and ``.std``, RGB in [0, 1] scale); in MMSeg this is the model's ``SegDataPreProcessor``.
+
+Checkpoints (``slim_state_dict``): the frozen weights are not what training produces, so
+a state dict of a model holding a ``FrozenCLIP`` whose weights have a source (an
+open_clip tag or a file: ``slim_state_dict=None``, the default; ``True``: always)
+carries, in their place, its identity — ``{prefix}clip_identity`` (the JSON of
+:attr:`FrozenCLIP.identity`: the weights' source) and ``{prefix}clip_fingerprint``
+(:attr:`FrozenCLIP.fingerprint`, the SHA-256 of the identity and every weight) — ~600 MB
+less for ViT-B/16 with its text tower. Loading such a state dict keeps the CLIP the
+config built and refuses, naming both, a checkpoint whose fingerprint differs. A
+randomly initialised CLIP (tests, rehearsals) cannot be rebuilt from its identity, so
+its weights stay in the state dict, as with ``slim_state_dict=False``; such a state dict
+(or an older checkpoint) loads them.
+
+Text tower: :meth:`FrozenCLIP.offload_text` moves it to the CPU once the text prototypes
+exist; later device moves of the model leave it there.
 """
 import hashlib
 import json
@@ -31,6 +47,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+#: State-dict keys (under the module's prefix) of a slim checkpoint's CLIP identity.
+IDENTITY_KEY, FINGERPRINT_KEY = 'clip_identity', 'clip_fingerprint'
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
@@ -71,9 +89,10 @@ class FrozenCLIP(nn.Module):
             raise TypeError(f'{type(visual).__name__}: FrozenCLIP needs an open_clip '
                             'VisionTransformer whose blocks use nn.MultiheadAttention '
                             '(the OpenAI-style ViT models, e.g. ViT-B-16)')
-        if not getattr(visual.transformer, 'batch_first', True):
+        if not getattr(visual.transformer, 'batch_first', False):
             raise TypeError('FrozenCLIP expects a batch-first open_clip transformer '
-                            '(open_clip >= 2.24)')
+                            '(open_clip >= 2.26; older ones run sequence-first and every '
+                            'dense output would be computed over the wrong axis)')
         if pos_interpolation not in ('bilinear', 'bicubic'):
             raise ValueError(f'pos_interpolation must be bilinear or bicubic, '
                              f'got {pos_interpolation!r}')
@@ -90,9 +109,12 @@ class FrozenCLIP(nn.Module):
         self.embed_dim = int(visual.proj.shape[1]) if visual.proj is not None else self.width
         self._pos_cache: Dict[Tuple[int, int], torch.Tensor] = {}
         self._fingerprint: Optional[str] = None
+        self.slim_state_dict: Optional[bool] = None
+        self._text_offloaded = False
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.model.eval()
+        self._register_state_dict_hook(_slim_state_dict)
 
     # ------------------------------------------------------------------ basics
     def train(self, mode: bool = True) -> 'FrozenCLIP':
@@ -149,7 +171,65 @@ class FrozenCLIP(nn.Module):
 
     def _apply(self, fn, *args, **kwargs):
         self._pos_cache.clear()  # device / dtype moves invalidate the cache
-        return super()._apply(fn, *args, **kwargs)
+        if not self._text_offloaded:
+            return super()._apply(fn, *args, **kwargs)
+        # the text tower stays where offload_text put it
+        self.model.visual._apply(fn, *args, **kwargs)
+        for name in ('logit_scale', 'logit_bias'):
+            param = getattr(self.model, name, None)
+            if isinstance(param, nn.Parameter):
+                param.data = fn(param.data)
+        return self
+
+    def offload_text(self, device: str = 'cpu') -> 'FrozenCLIP':
+        """Move the text tower (everything but ``visual`` and the logit scale / bias) to
+        ``device`` and keep it there through later moves of the model; :meth:`encode_text`
+        still works, on that device. Frees ~250 MB of GPU memory for ViT-B/16."""
+        keep = ('visual', 'logit_scale', 'logit_bias')
+        for name, child in self.model.named_children():
+            if name not in keep:
+                child.to(device)
+        for name, param in self.model.named_parameters(recurse=False):
+            if name not in keep:
+                param.data = param.data.to(device)
+        for name, buf in self.model.named_buffers(recurse=False):
+            if name not in keep:
+                setattr(self.model, name, buf.to(device))
+        self._text_offloaded = True
+        return self
+
+    @property
+    def text_offloaded(self) -> bool:
+        """Whether :meth:`offload_text` pinned the text tower to its device."""
+        return self._text_offloaded
+
+    def _text_device(self) -> torch.device:
+        emb = getattr(self.model, 'token_embedding', None)
+        if emb is None:  # CustomTextCLIP: the tower is model.text
+            return next(self.model.text.parameters()).device
+        return emb.weight.device
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
+                              missing_keys, unexpected_keys, error_msgs) -> None:
+        """A slim state dict (module docstring): check the CLIP's fingerprint and keep the
+        weights the config built."""
+        fingerprint = state_dict.pop(prefix + FINGERPRINT_KEY, None)
+        identity = state_dict.pop(prefix + IDENTITY_KEY, None)
+        if fingerprint is not None:
+            theirs = bytes(fingerprint.to(torch.uint8).tolist()).hex()
+            if theirs != self.fingerprint:
+                source = (bytes(identity.to(torch.uint8).tolist()).decode()
+                          if identity is not None else 'unknown')
+                raise RuntimeError(
+                    f'this checkpoint was trained on another CLIP: it names {source} with '
+                    f'weights fingerprint {theirs[:16]}..., the config builds '
+                    f'{json.dumps(self.identity, sort_keys=True)} with fingerprint '
+                    f'{self.fingerprint[:16]}.... Load it with the config (and CLIP '
+                    'weights) it was trained with.')
+            for name, value in self.model.state_dict().items():
+                state_dict.setdefault(f'{prefix}model.{name}', value)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
+                                      missing_keys, unexpected_keys, error_msgs)
 
     def _embed(self, images: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         if images.ndim != 4 or images.shape[1] != 3:
@@ -216,7 +296,7 @@ class FrozenCLIP(nn.Module):
     @torch.no_grad()
     def gradcam_inputs(self, images: torch.Tensor, attn_blocks: Sequence[int] = ()
                        ) -> Tuple[torch.Tensor, Dict[int, torch.Tensor], Tuple[int, int]]:
-        """Blocks ``1..L-1`` without gradient (METHOD §2).
+        """Blocks ``1..L-1`` without gradient (docs/method.md §2).
 
         Returns:
             ``x_last`` (B, 1+hw, width): the input of the last block; the attention of the
@@ -271,7 +351,7 @@ class FrozenCLIP(nn.Module):
         is causal and pools at that token, so nothing after it changes the result (the
         same embeddings, ~5x less work for CLIP's 77-token context and short prompts).
         """
-        tokens = self.tokenizer(list(texts)).to(self.device)
+        tokens = self.tokenizer(list(texts)).to(self._text_device())
         model = self.model
         pool = getattr(model, 'text_pool_type', 'argmax')
         pos, mask = getattr(model, 'positional_embedding', None), getattr(model, 'attn_mask', None)
@@ -292,3 +372,19 @@ class FrozenCLIP(nn.Module):
             if bad:
                 raise ValueError(f'block indices {bad} outside 1..{self.num_layers} '
                                  '(blocks are 1-based)')
+
+
+def _slim_state_dict(module: FrozenCLIP, state_dict, prefix: str, local_metadata) -> None:
+    """State-dict hook: the CLIP's identity in place of its frozen weights (module
+    docstring, "Checkpoints")."""
+    slim = module.slim_state_dict
+    if slim is None:  # only weights that can be rebuilt from their source
+        slim = bool(module.identity.get('pretrained') or module.identity.get('checkpoint'))
+    if not slim:
+        return
+    for key in [k for k in state_dict if k.startswith(prefix + 'model.')]:
+        del state_dict[key]
+    identity = json.dumps(module.identity, sort_keys=True).encode()
+    state_dict[prefix + IDENTITY_KEY] = torch.tensor(list(identity), dtype=torch.uint8)
+    state_dict[prefix + FINGERPRINT_KEY] = torch.tensor(
+        list(bytes.fromhex(module.fingerprint)), dtype=torch.uint8)

@@ -1,4 +1,4 @@
-"""Class and background prompt tables of CLIP-ES (METHOD §1), and the prompt templates.
+"""Class and background prompt tables of CLIP-ES (docs/method.md §1), and the prompt templates.
 
 Each foreground entry is the CLIP-ES "new class name": the class name with synonyms,
 comma-separated, inserted **as one string** into each template (CLIP-ES's

@@ -1,4 +1,4 @@
-"""Text prototypes Z (METHOD §1): one per foreground class, one per background concept.
+"""Text prototypes Z (docs/method.md §1): one per foreground class, one per background concept.
 
 ``z_n = normalise(mean_t normalise(text_encoder(template_t.format(name_n))))`` — CLIP's
 zero-shot classifier recipe as CLIP-ES uses it. Rows ``0..C-1`` are the foreground
@@ -61,28 +61,31 @@ def load_text_prototypes(path: PathLike) -> dict:
 def encode_texts(clip, texts: Sequence[str], chunk: int = 256) -> torch.Tensor:
     """:meth:`FrozenCLIP.encode_text` of many prompts, in fixed chunks shared out over the
     ranks of a process group and gathered (an ensemble of 80 templates is 3,600 VOC /
-    8,240 COCO prompts). The chunks do not depend on the number of ranks, so every rank
-    gets the same embeddings, bit for bit, as a single process (docs/method.md §4)."""
+    8,240 COCO prompts). Prompts are grouped by token count, so each chunk's context is
+    cut close to its own prompts' length. The chunks do not depend on the number of
+    ranks, so every rank gets the same embeddings, bit for bit, as a single process
+    (docs/method.md §1)."""
     rank, world = rank_world()
+    lengths = (clip.tokenizer(list(texts)) != 0).sum(dim=1).tolist()
+    order = sorted(range(len(texts)), key=lambda i: (lengths[i], i))
     starts = list(range(0, len(texts), chunk))
-    dim = clip.embed_dim
-    mine = torch.zeros(-(-len(starts) // world) * chunk, dim, device=clip.device)
+    mine = torch.zeros(-(-len(starts) // world) * chunk, clip.embed_dim, device=clip.device)
     for j, start in enumerate(starts[rank::world]):
-        part = clip.encode_text(list(texts[start:start + chunk]))
+        part = clip.encode_text([texts[i] for i in order[start:start + chunk]])
         mine[j * chunk:j * chunk + len(part)] = part
-    if world == 1:
-        return mine[:len(texts)]
     gathered = all_gather(mine)
-    rows = [gathered[i % world][(i // world) * chunk:(i // world) * chunk + chunk]
-            for i in range(len(starts))]
-    return torch.cat(rows)[:len(texts)]
+    rows = torch.cat([gathered[i % world][(i // world) * chunk:(i // world + 1) * chunk]
+                      for i in range(len(starts))])
+    out = torch.empty(len(texts), clip.embed_dim, device=clip.device)
+    out[order] = rows[:len(texts)]
+    return out
 
 
 @torch.no_grad()
 def text_prototypes(clip, class_prompts: Sequence[str], bg_concepts: Sequence[str],
-                    templates: Union[str, Sequence[str]] = 'single',
+                    templates: Union[str, Sequence[str]] = 'ensemble',
                     cache_dir: Optional[PathLike] = None) -> torch.Tensor:
-    """Text prototypes Z, (C+B, D), L2-normalised (METHOD §1).
+    """Text prototypes Z, (C+B, D), L2-normalised (docs/method.md §1).
 
     Args:
         clip: a :class:`~projects.vpl.clip.FrozenCLIP`.

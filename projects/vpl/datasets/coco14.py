@@ -2,7 +2,7 @@
 
 MMSeg has no COCO-2014 *object* dataset (only COCO-Stuff). WSSS papers (CLIP-ES, WeCLIP,
 VPL) evaluate on masks converted from the 2014 instance JSON with the 80 category ids
-remapped to contiguous ``1..80`` (0 is background; METHOD.md §6b). The converter is
+remapped to contiguous ``1..80`` (0 is background; docs/method.md §6b). The converter is
 ``tools/dataset_converters/coco14.py``; it writes the layout this dataset reads::
 
     data/coco2014/
@@ -45,7 +45,7 @@ COCO_CATEGORY_IDS: Tuple[int, ...] = (
 
 
 def coco_category_to_label() -> Dict[int, int]:
-    """Raw COCO category id -> contiguous class id ``1..80`` (METHOD.md §6b)."""
+    """Raw COCO category id -> contiguous class id ``1..80`` (docs/method.md §6b)."""
     return {cat: i + 1 for i, cat in enumerate(COCO_CATEGORY_IDS)}
 
 

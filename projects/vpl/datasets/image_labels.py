@@ -39,13 +39,15 @@ PathLike = Union[str, os.PathLike]
 LabelSets = Dict[str, List[int]]
 
 
-def read_label_file(path: PathLike, num_classes: Optional[int] = None) -> LabelSets:
+def read_label_file(path: PathLike, num_classes: Optional[int] = None,
+                    id_offset: int = 0) -> LabelSets:
     """Read a label file into ``{name: sorted class ids}``.
 
     Args:
         path: the label file.
         num_classes: number of classes including background; when given, every id must
             lie in ``1..num_classes-1``.
+        id_offset: added to every id as read (1 reads CLIP-ES's 0-based COCO lists).
 
     Raises:
         FileNotFoundError: the file is missing.
@@ -60,7 +62,7 @@ def read_label_file(path: PathLike, num_classes: Optional[int] = None) -> LabelS
                 continue
             name, *ids = line.split()
             try:
-                values = sorted({int(v) for v in ids})
+                values = sorted({int(v) + id_offset for v in ids})
             except ValueError:
                 raise ValueError(f'{path}:{lineno}: class ids must be integers, '
                                  f'got {line!r}') from None

@@ -1,6 +1,6 @@
 """Training on pseudo-labels: any MMSeg dataset, its masks swapped for a pseudo-label folder.
 
-Phase 2 of VPL (METHOD §6) and every "other decoder" trains on the pseudo-masks phase 1
+Phase 2 of VPL (docs/method.md §6) and every "other decoder" trains on the pseudo-masks phase 1
 writes as ``{pseudo_label_dir}/{name}.png`` (``name`` = the image's base name, bg 0,
 classes 1..C, 255 ignored). :class:`PseudoLabelDataset` wraps the dataset that lists the
 images (VOC ``train_aug``, COCO-2014 ``train``, ...) and serves the same images with:
@@ -13,8 +13,14 @@ images (VOC ``train_aug``, COCO-2014 ``train``, ...) and serves the same images 
   whatever ``PackSegInputs``'s ``meta_keys`` say, so the model always sees them.
 
 It is lazy: it can be built (and its length, names and labels used by the
-VisionPrototypeHook) before any pseudo-label exists; the folder is checked when the first
-sample is loaded, with an error that lists missing files and says how to make them.
+VisionPrototypeHook) before any pseudo-label exists. ``PseudoLabelTrainLoop`` checks the
+folder by content before iteration 1 (:meth:`PseudoLabelDataset.check_pseudo_labels`: a
+missing, 0-byte, truncated, non-label or wrong-sized PNG is named, with how to redo it);
+without that loop the folder is checked for missing files when the first sample is
+loaded, and a sample that fails to load names its image and pseudo-label.
+
+Indices may be :class:`~projects.vpl.utils.rng.SampleKey` s (the loop's resumable data
+stream): the pipeline then runs under the key's seed.
 """
 import copy
 import os
@@ -24,17 +30,22 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 from mmengine.dataset import BaseDataset, Compose, force_full_init
 
 from mmseg.registry import DATASETS
+from ..utils.filecheck import image_header, png_problem
+from ..utils.rng import SampleKey, seeded
 from .image_labels import ImageLabelReader
 
 MAKE_THEM = ('make them with `python tools/generate_pseudo_labels.py CONFIG` (phase 1 '
              'alone), or train a config whose VisionPrototypeHook writes them at '
              'before_train (e.g. configs/vpl_clip_voc.py), then point `pseudo_label_dir` '
              'at that folder')
+REDO_THEM = ('rerun phase 1 on this folder (the same `tools/generate_pseudo_labels.py` or '
+             '`tools/train.py` command): it redoes every file that fails this check and '
+             'keeps the rest')
 
 
 @DATASETS.register_module()
 class PseudoLabelDataset:
-    """A dataset wrapper serving pseudo-labels and image-level labels (METHOD §6).
+    """A dataset wrapper serving pseudo-labels and image-level labels (docs/method.md §6).
 
     Args:
         dataset: config (or instance) of the MMSeg dataset that lists the images; its
@@ -71,7 +82,7 @@ class PseudoLabelDataset:
         if getattr(dataset, 'reduce_zero_label', False):
             raise ValueError(f'PseudoLabelDataset: {type(dataset).__name__} uses '
                              f'reduce_zero_label=True, but pseudo-labels and image-level '
-                             f'labels use background = 0 (METHOD §5)')
+                             f'labels use background = 0 (docs/method.md §5)')
         self.dataset = dataset
         self.pipeline = Compose(list(pipeline))
         self.image_labels_spec = copy.deepcopy(image_labels)
@@ -180,16 +191,43 @@ class PseudoLabelDataset:
         present = set(os.listdir(self._pseudo_label_dir))
         return [p for p in paths if osp.basename(p) not in present]
 
-    def check_pseudo_labels(self) -> None:
-        """Raise ``FileNotFoundError`` naming missing pseudo-labels and how to make them."""
+    @force_full_init
+    def damaged_pseudo_labels(self) -> List[str]:
+        """``'path: reason'`` of every pseudo-label that is not a whole single-channel
+        label map of its image's size (:func:`~projects.vpl.utils.filecheck.png_problem`;
+        sizes from the image headers), missing ones excepted."""
+        damaged = []
+        for idx in range(len(self)):
+            path = self.pseudo_label_path(idx)
+            if not osp.isfile(path):
+                continue
+            size = image_header(self.dataset.get_data_info(idx)['img_path']).size
+            problem = png_problem(path, size)
+            if problem is not None:
+                damaged.append(f'{path}: {problem}')
+        return damaged
+
+    def _listed(self, items: List[str]) -> str:
+        more = (f' and {len(items) - self.max_missing_listed} more'
+                if len(items) > self.max_missing_listed else '')
+        return ', '.join(items[:self.max_missing_listed]) + more
+
+    def check_pseudo_labels(self, content: bool = False) -> None:
+        """Raise ``FileNotFoundError`` naming missing pseudo-labels and how to make them;
+        with ``content``, a ``ValueError`` naming damaged ones (:meth:`damaged_pseudo_labels`)
+        and how to redo them."""
         missing = self.missing_pseudo_labels()
         if missing:
-            listed = ', '.join(missing[:self.max_missing_listed])
-            more = (f' and {len(missing) - self.max_missing_listed} more'
-                    if len(missing) > self.max_missing_listed else '')
             raise FileNotFoundError(
                 f'PseudoLabelDataset: {len(missing)} of {len(self)} pseudo-labels are '
-                f'missing in {self._pseudo_label_dir}: {listed}{more}; {MAKE_THEM}')
+                f'missing in {self._pseudo_label_dir}: {self._listed(missing)}; {MAKE_THEM}')
+        if content:
+            damaged = self.damaged_pseudo_labels()
+            if damaged:
+                raise ValueError(
+                    f'PseudoLabelDataset: {len(damaged)} of {len(self)} pseudo-labels in '
+                    f'{self._pseudo_label_dir} are damaged: {self._listed(damaged)}; '
+                    f'{REDO_THEM}')
         self._checked = True
 
     @force_full_init
@@ -204,13 +242,40 @@ class PseudoLabelDataset:
         info['image_labels'] = self.image_labels(idx)
         return info
 
+    #: Indices may be :class:`~projects.vpl.utils.rng.SampleKey` s (PseudoLabelTrainLoop).
+    accepts_sample_keys = True
+
+    def _load_error(self, info: dict, error: Exception) -> RuntimeError:
+        """The error of a sample whose pipeline failed, naming the file at fault."""
+        img, label = info['img_path'], info['seg_map_path']
+        header = image_header(img)
+        if header.problem is not None:
+            culprit = f'its image {img} {header.problem}'
+        else:
+            problem = png_problem(label, header.size)
+            culprit = (f'its pseudo-label {label} {problem}; {REDO_THEM}' if problem else
+                       f'image {img}, pseudo-label {label}')
+        return RuntimeError(f'PseudoLabelDataset: sample {info.get("sample_idx", "")} '
+                            f'failed to load: {culprit} ({type(error).__name__}: {error})')
+
     @force_full_init
-    def __getitem__(self, idx: int) -> Any:
-        """Run the pipeline on sample ``idx`` (the folder is checked at the first load)."""
+    def __getitem__(self, idx: Union[int, SampleKey]) -> Any:
+        """Run the pipeline on sample ``idx`` (the folder is checked at the first load);
+        a :class:`~projects.vpl.utils.rng.SampleKey` runs it under the key's seed."""
         if not self._checked:
             self.check_pseudo_labels()
+        key = idx if isinstance(idx, SampleKey) else None
+        idx = key.index if key is not None else idx
         info = self.get_data_info(idx)
-        results = self.pipeline(info)
+        info.setdefault('sample_idx', idx)
+        try:
+            if key is None:
+                results = self.pipeline(info)
+            else:
+                with seeded(key.seed):
+                    results = self.pipeline(info)
+        except Exception as e:
+            raise self._load_error(info, e) from e
         if results is None:
             raise RuntimeError(f'PseudoLabelDataset: the pipeline dropped sample {idx} '
                                f'({info["img_path"]})')

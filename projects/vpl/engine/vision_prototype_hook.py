@@ -1,4 +1,4 @@
-"""``VisionPrototypeHook``: VPL phase 1 at ``before_train`` (METHOD §1–§5).
+"""``VisionPrototypeHook``: VPL phase 1 at ``before_train`` (docs/method.md §1–§5).
 
 At ``before_train``: text prototypes ``Z`` -> pixel features of the train split (sharded
 over ranks) -> vision prototypes ``W`` (gradient all-reduced) -> GradCAMs with ``W`` ->
@@ -16,6 +16,7 @@ import time
 from dataclasses import fields
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
@@ -24,9 +25,11 @@ from mmengine.model import is_model_wrapper
 
 from mmseg.registry import DATASETS, HOOKS
 from ..cam import CAMConfig, CRFParams, Phase1, Phase1Result, VPLConfig, make_records
+from ..cam.folder import HOW_TO_CONTINUE, io_error
+from ..cam.scan import check_classes, scan_records
 from ..clip import FrozenCLIP, build_clip, text_prototypes
 from ..clip.prompts import PROMPT_TABLES
-from ..utils.io import atomic_torch_save
+from ..utils.io import atomic_torch_save, remove_stale_temporaries
 
 PROTOTYPES_IN_WORK_DIR = 'vpl_prototypes.pth'
 
@@ -129,11 +132,15 @@ def clip_cfg_from(cfg, hook_cfg: dict) -> dict:
 def normalisation(clip: FrozenCLIP, preprocessor: Optional[dict],
                   log: Callable[[str], None]) -> tuple:
     """``(mean, std)`` on the 0–1 scale for phase 1: the data preprocessor's (0–255) when
-    given — what the decoder sees in training — else CLIP's own; a mismatch is logged."""
+    given — what the decoder sees in training — else CLIP's own; a mismatch is logged.
+
+    The values are taken as float32 first, as the preprocessor holds them: the hook
+    reads them from the built model, ``tools/generate_pseudo_labels.py`` from the
+    config, and both must give the same bytes (and the same fingerprint)."""
     if not preprocessor or preprocessor.get('mean') is None:
         return clip.mean, clip.std
-    mean = [float(v) / 255 for v in preprocessor['mean']]
-    std = [float(v) / 255 for v in preprocessor['std']]
+    mean = [float(np.float32(v)) / 255 for v in preprocessor['mean']]
+    std = [float(np.float32(v)) / 255 for v in preprocessor['std']]
     if len(mean) != 3 or len(std) != 3:
         raise ValueError(f'data_preprocessor mean/std must have 3 values, got {mean} / {std}')
     if max(abs(a - b) for a, b in zip(mean + std, clip.mean + clip.std)) > 1e-3:
@@ -141,6 +148,21 @@ def normalisation(clip: FrozenCLIP, preprocessor: Optional[dict],
             f'CLIP was trained with mean {list(clip.mean)} std {list(clip.std)}; phase 1 '
             'uses the preprocessor\'s, as training does')
     return mean, std
+
+
+def model_num_classes(cfg) -> Optional[int]:
+    """The config's ``model.decode_head.num_classes`` (None if it has none)."""
+    head = (cfg.get('model') or {}).get('decode_head') or {}
+    return head.get('num_classes') if isinstance(head, dict) else None
+
+
+def preprocessor_from_model(model: torch.nn.Module) -> Optional[dict]:
+    """``dict(mean, std)`` (0–255) of a built model's normalising data preprocessor, or
+    None: what :func:`normalisation` takes from the hook's runner."""
+    pre = getattr(model, 'data_preprocessor', None)
+    if not getattr(pre, '_enable_normalize', False):
+        return None
+    return dict(mean=pre.mean.flatten().tolist(), std=pre.std.flatten().tolist())
 
 
 def hook_from_config(cfg, device: str, **overrides) -> tuple:
@@ -183,7 +205,8 @@ class VisionPrototypeHook(Hook):
             CLIP (``CLIPVisionBackbone``).
         class_prompts: ``'voc'`` / ``'coco'`` / list / dict (:func:`resolve_prompts`).
         background: background concepts (table name or list; None: the class table's).
-        templates: ``'single'`` (CLIP-ES), ``'ensemble'`` or a list of templates.
+        templates: ``'ensemble'`` (the paper's setting), ``'single'`` (CLIP-ES) or a list
+            of templates.
         dataset: None (the train data loader's dataset), a dataset config, an object
             with ``image_infos()``, or a list of image-info dicts.
         out_dir: pseudo-label folder; None: the dataset's ``pseudo_label_dir`` if set,
@@ -205,7 +228,7 @@ class VisionPrototypeHook(Hook):
 
     def __init__(self, prototypes: str = 'vision', clip: Optional[dict] = None,
                  class_prompts: Any = 'voc', background: Any = None,
-                 templates: Any = 'single', dataset: Any = None,
+                 templates: Any = 'ensemble', dataset: Any = None,
                  out_dir: Optional[str] = None, save_cams: bool = False,
                  overwrite: bool = False, cam: Optional[dict] = None,
                  vpl: Optional[dict] = None, crf: Union[bool, dict, None] = True,
@@ -250,11 +273,16 @@ class VisionPrototypeHook(Hook):
     def make_phase1(self, clip: FrozenCLIP, dataset: Any, work_dir: str,
                     out_dir: Optional[str] = None, logger: Callable[[str], None] = None,
                     progress: Optional[Callable] = None,
-                    preprocessor: Optional[dict] = None) -> Tuple[Phase1, dict]:
+                    preprocessor: Optional[dict] = None,
+                    model_classes: Optional[int] = None) -> Tuple[Phase1, dict]:
         """Text prototypes, records and a :class:`~projects.vpl.cam.Phase1` configured by
         this hook, and the resolved prompts (``preprocessor``: the model's
         data-preprocessor ``mean``/``std``, 0–255 RGB, with which phase 1 normalises
-        images; CLIP's own when None)."""
+        images; CLIP's own when None).
+
+        Before any CLIP work the class counts of dataset, prompts and model
+        (``model_classes``: the decode head's ``num_classes``) are checked and every
+        file of the split is scanned (:mod:`projects.vpl.cam.scan`)."""
         log = logger or (lambda msg: print_log(msg, logger='current'))
         t = time.perf_counter()
         infos = list(dataset) if isinstance(dataset, list) else dataset.image_infos()
@@ -265,37 +293,50 @@ class VisionPrototypeHook(Hook):
             self.class_prompts, self.background,
             list(classes[1:]) if classes else None)
         num_fg = len(classes) - 1 if classes else len(prompts)
+        check_classes(num_fg, len(prompts), model_classes, classes)
         records = make_records(infos, num_fg)
+        scan = scan_records(records, logger=log)
         out_dir = (out_dir or self.out_dir or getattr(dataset, 'pseudo_label_dir', None)
                    or os.path.join(work_dir, 'pseudo_labels'))
         z = text_prototypes(clip, prompts, background, self.templates,
                             cache_dir=os.path.join(work_dir, 'text_prototypes'))
+        clip.offload_text()  # Z exists: the text tower leaves the GPU (~250 MB on ViT-B/16)
         log(f'phase 1 [text prototypes]: {len(prompts)} classes + {len(background)} '
             f'background concepts in {time.perf_counter() - t:.1f} s; {len(records)} images '
             f'-> {out_dir} (prototypes={self.mode!r})')
         mean, std = normalisation(clip, preprocessor, log)
         phase1 = Phase1(clip, records, z, num_fg, out_dir, self.mode, self.cam, self.vpl,
                         self.crf, self.conf_threshold, self.save_cams, self.num_workers,
-                        logger=log, progress=progress, mean=mean, std=std)
+                        logger=log, progress=progress, mean=mean, std=std, scan=scan)
         return phase1, dict(class_prompts=prompts, background=background)
 
     def run_phase1(self, clip: FrozenCLIP, dataset: Any, work_dir: str,
                    out_dir: Optional[str] = None,
                    logger: Callable[[str], None] = None,
                    progress: Optional[Callable] = None,
-                   preprocessor: Optional[dict] = None) -> Phase1Result:
+                   preprocessor: Optional[dict] = None,
+                   model_classes: Optional[int] = None) -> Phase1Result:
         """:meth:`make_phase1`, run it, save the prototypes in ``work_dir`` and point the
-        dataset at the pseudo-labels (the hook and the tools share this)."""
-        phase1, prompts = self.make_phase1(clip, dataset, work_dir, out_dir, logger,
-                                           progress, preprocessor)
-        result = phase1.run(overwrite=self.overwrite)
-        if get_rank() == 0:
-            atomic_torch_save(dict(prototypes=result.prototypes,
-                                   text_prototypes=result.text_prototypes,
-                                   num_fg=result.num_fg, mode=self.mode,
-                                   fingerprint=result.fingerprint, out_dir=phase1.out_dir,
-                                   log=result.log, **prompts),
-                              os.path.join(work_dir, PROTOTYPES_IN_WORK_DIR))
+        dataset at the pseudo-labels (the hook and the tools share this). An I/O error
+        (the text-prototype cache, the work dir) names its file and how to continue."""
+        try:
+            if get_rank() == 0:  # what killed writes of the files written below left
+                remove_stale_temporaries(work_dir, PROTOTYPES_IN_WORK_DIR)
+                remove_stale_temporaries(os.path.join(work_dir, 'text_prototypes'))
+            phase1, prompts = self.make_phase1(clip, dataset, work_dir, out_dir, logger,
+                                               progress, preprocessor, model_classes)
+            result = phase1.run(overwrite=self.overwrite)
+            if get_rank() == 0:
+                atomic_torch_save(dict(prototypes=result.prototypes,
+                                       text_prototypes=result.text_prototypes,
+                                       num_fg=result.num_fg, mode=self.mode,
+                                       fingerprint=result.fingerprint,
+                                       out_dir=phase1.out_dir, log=result.log, **prompts),
+                                  os.path.join(work_dir, PROTOTYPES_IN_WORK_DIR))
+        except OSError as e:
+            if HOW_TO_CONTINUE in str(e):
+                raise
+            raise io_error(e, 'phase 1') from e
         if hasattr(dataset, 'pseudo_label_dir'):
             dataset.pseudo_label_dir = phase1.out_dir
         self.result = result
@@ -308,12 +349,11 @@ class VisionPrototypeHook(Hook):
         clip = (self.clip_from_model(runner.model) if self.clip_cfg is None
                 else self.build_clip(str(next(runner.model.parameters()).device)))
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        pre = getattr(model, 'data_preprocessor', None)
-        pre = (dict(mean=pre.mean.flatten().tolist(), std=pre.std.flatten().tolist())
-               if getattr(pre, '_enable_normalize', False) else None)
-        result = self.run_phase1(clip, dataset, runner.work_dir, logger=runner.logger.info,
-                                 preprocessor=pre)
+        pre = preprocessor_from_model(model)
         head = getattr(model, 'decode_head', None)
+        result = self.run_phase1(clip, dataset, runner.work_dir, logger=runner.logger.info,
+                                 preprocessor=pre,
+                                 model_classes=getattr(head, 'num_classes', None))
         if hasattr(head, 'set_prototypes'):
             if runner.iter > 0 or bool(getattr(head, 'prototypes_initialized', False)):
                 runner.logger.info('VisionPrototypeHook: the decode head already holds '

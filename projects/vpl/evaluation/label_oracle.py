@@ -1,6 +1,6 @@
 """Segmentor mIoU with the image-level labels given: recognition vs localisation.
 
-Every CAM, seed and pseudo-mask is made for the image's labelled classes only (METHOD
+Every CAM, seed and pseudo-mask is made for the image's labelled classes only (docs/method.md
 §2); a decoder at test time is not told them. :func:`label_oracle_miou` scores a
 segmentor both ways — argmax over all classes (as ``tools/test.py`` does) and with the
 logits of the classes absent from the ground-truth mask removed (background always

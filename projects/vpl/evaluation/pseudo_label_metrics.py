@@ -1,4 +1,5 @@
-"""Seed and pseudo-mask quality against ground-truth masks (METHOD §3 "seed", §5, Table 1/3).
+"""Seed and pseudo-mask quality against ground-truth masks (docs/method.md §3 "seed", §5,
+Table 1/3).
 
 IoU is MMSeg's: per image the areas of
 :meth:`mmseg.evaluation.IoUMetric.intersect_and_union` (GT pixels equal to the ignore

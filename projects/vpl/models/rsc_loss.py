@@ -1,4 +1,4 @@
-"""Regional semantic contrast (RSC), METHOD §6, the paper's Eq. 12-13.
+"""Regional semantic contrast (RSC), docs/method.md §6, the paper's Eq. 12-13.
 
 Region embeddings are masked averages of the decoder's dense embeddings ``V`` (Eq. 12):
 
@@ -10,7 +10,7 @@ prototypes ``w_m`` through ``S = cos(P, w) / tau`` by a symmetric InfoNCE over t
 (Eq. 13):
 
 * region -> prototype: each region against the prototypes (positive: its own class);
-  ``negatives='all'`` (METHOD's reading, default) uses every prototype,
+  ``negatives='all'`` (docs/method.md's reading, default) uses every prototype,
   ``negatives='batch'`` only the prototypes of classes that have a region in the batch;
 * prototype -> region: each class with a region in the batch against every region of
   the batch; its positives are the regions of that class. Every positive is scored
@@ -96,11 +96,11 @@ def rsc_infonce(regions: Tensor, region_classes: Tensor, prototypes: Tensor,
 
 @MODELS.register_module()
 class RSCLoss(nn.Module):
-    """Regional semantic contrast loss (METHOD §6, Eq. 12-13).
+    """Regional semantic contrast loss (docs/method.md §6, Eq. 12-13).
 
     Args:
         temperature: ``tau`` of the region/prototype similarities (choice: 0.1).
-        negatives: ``'all'`` prototypes (default, METHOD) or ``'batch'`` (only classes
+        negatives: ``'all'`` prototypes (default, docs/method.md) or ``'batch'`` (only classes
             with a region in the batch) for the region -> prototype direction.
         normalize_embeddings: L2-normalise ``V`` per pixel before pooling (default True:
             the head classifies by cosine, so only the direction of ``V`` carries class

@@ -1,5 +1,5 @@
 """The VPL decode head: a WeCLIP-style decoder on frozen CLIP tokens with a prototype
-classifier (METHOD §6, Table 3 rows IV-VI).
+classifier (docs/method.md §6, Table 3 rows IV-VI).
 
 Decoder (WeCLIP, CVPR 2024, as its public code builds it): the patch-token maps of CLIP
 blocks 1..11 (``in_index``), each through its own MLP (Linear ``width->channels``, ReLU,
@@ -18,11 +18,11 @@ pseudo-labels). Logits (``classifier``):
 * ``'cosine'`` (default, choice): ``s * cos(V, w_n)`` with a logit scale ``s`` =
   ``1 / tau_I = 1 / 0.03`` (the temperature the vision prototypes were learned with),
   fixed by default: learnable, it collapsed towards 0 under SGD in a toy-world sweep
-  (the cheapest way to lower an early, noisy CE), which stalls learning. Cross-entropy on cosine similarities needs a
-  scale: with ``s = 1`` the logits live in [-1, 1] and the softmax can never be
-  confident. The cosine form keeps ``V`` comparable with the CLIP-space prototypes the
-  classifier starts from, which the plain dot product does not;
-* ``'dot'``: ``A = W^T V`` exactly as METHOD §6 writes it (the network sets the scale
+  (the cheapest way to lower an early, noisy CE), which stalls learning. Cross-entropy
+  on cosine similarities needs a scale: with ``s = 1`` the logits live in [-1, 1] and
+  the softmax can never be confident. The cosine form keeps ``V`` comparable with the
+  CLIP-space prototypes the classifier starts from, which the plain dot product does not;
+* ``'dot'``: ``A = W^T V`` exactly as docs/method.md §6 writes it (the network sets the scale
   through the norm of ``V``).
 
 Loss (``loss_by_feat``): ``lambda_ce * CE`` (``loss_decode``; ``balanced_ce`` averages a
@@ -56,7 +56,7 @@ def quick_gelu(x: Tensor) -> Tensor:
 
 @MODELS.register_module()
 class VPLHead(BaseDecodeHead):
-    """WeCLIP-style decoder + prototype classifier + CE/RSC losses (METHOD §6).
+    """WeCLIP-style decoder + prototype classifier + CE/RSC losses (docs/method.md §6).
 
     Args:
         in_channels: channels of each selected backbone map (CLIP width, 768 for B/16).
@@ -150,7 +150,7 @@ class VPLHead(BaseDecodeHead):
     # ----------------------------------------------------------------- prototypes
     @torch.no_grad()
     def set_prototypes(self, prototypes: Tensor, num_fg: int) -> None:
-        """Initialise the classifier from vision prototypes (METHOD §6; the hook's call).
+        """Initialise the classifier from vision prototypes (docs/method.md §6; the hook's call).
 
         Args:
             prototypes: ``(C + B, D)`` L2-normalised; rows ``0..C-1`` the foreground

@@ -2,13 +2,17 @@
 
 Every file the project writes (pseudo-labels, CAMs, prototype caches, converted masks,
 label files) goes through these helpers, so an interrupted run never leaves a
-half-written file under its final name.
+half-written file under its final name. A write that fails (disk full, quota, a
+read-only folder) raises an ``OSError`` that names the file it was writing; a killed
+write leaves a ``.{name}.*.tmp`` file, which :func:`remove_stale_temporaries` removes
+on the next run.
 """
 import contextlib
+import glob
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator, Union
+from typing import IO, Iterator, List, Union
 
 import numpy as np
 
@@ -37,8 +41,12 @@ def atomic_open(path: PathLike, mode: str = 'wb') -> Iterator[IO]:
     if 'w' not in mode:
         raise ValueError(f'atomic_open only writes, got mode {mode!r}')
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix=TEMP_SUFFIX,
+                                   dir=path.parent)
+    except OSError as e:
+        raise _named(e, path) from e
     try:
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, mode) as f:
@@ -46,10 +54,36 @@ def atomic_open(path: PathLike, mode: str = 'wb') -> Iterator[IO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError) and str(path) not in str(e):
+            raise _named(e, path) from e
+        raise
+
+
+TEMP_SUFFIX = '.tmp'
+
+
+def _named(e: OSError, path: PathLike) -> OSError:
+    """``e`` (same class and errno) with a message that names ``path``."""
+    what = e.strerror or str(e)
+    return type(e)(e.errno, f'{what} while writing {path} (nothing was left under that '
+                            'name)')
+
+
+def remove_stale_temporaries(folder: PathLike, prefix: str = '') -> List[str]:
+    """Remove the temporary files (``.{name}.*.tmp``, ``name`` starting with ``prefix``)
+    that killed writes left in ``folder``; returns their paths. Call it only when no
+    other process writes such files there (phase 1: rank 0, before the barrier that
+    starts the writing)."""
+    removed = []
+    pattern = '.' + glob.escape(prefix) + '*' + TEMP_SUFFIX
+    for tmp in glob.glob(os.path.join(glob.escape(os.fspath(folder)), pattern)):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
+            removed.append(tmp)
+    return removed
 
 
 def atomic_save_png(path: PathLike, array: np.ndarray, palette: np.ndarray = None) -> None:

@@ -1,1 +1,0 @@
-"""Namespace of the repository's MMSeg-style projects (``projects.vpl``)."""
