@@ -1,11 +1,11 @@
 """The decoder's settings compared on the toy world over several worlds (issue #15, item 5).
 
-For every world seed it runs phase 1 (the config's, VPL) once through the
-:class:`~projects.vpl.engine.VisionPrototypeHook` (as ``tools/analysis/toy_table3.py``
-does), then trains the config's decoder on those pseudo-labels once per *variant* through
-MMEngine's ``Runner`` and scores toy val mIoU (row V of Table 3 in miniature) and, as a
-diagnostic, the same checkpoint with the image-level labels given
-(:func:`~projects.vpl.evaluation.label_oracle_miou`). ::
+For every world seed it runs phase 1 (the config's, VPL) once and trains the config's
+decoder on those pseudo-labels once per *variant*, through ``tools/analysis/paper_tables.py``
+(:class:`PaperTables`, the code behind ``toy_table3.py``: the hook, then MMEngine's
+``Runner``), and scores toy val mIoU (row V of Table 3 in miniature), with the CRF at
+test (row VI) and, as a diagnostic, the same checkpoint with the image-level labels
+given (:func:`~projects.vpl.evaluation.label_oracle_miou`). ::
 
     python tools/analysis/toy_decoder_sweep.py --seeds 0 1 2 3 4 \
         --variant base --variant lr1e-3 optim_wrapper.optimizer.lr=0.001 \
@@ -17,9 +17,10 @@ A variant is a name followed by ``key=value`` config overrides (values read as P
 literals when they parse, else strings); the key ``iters`` sets the schedule length as
 ``toy_table3.py --decoder-iters`` does (loop, intervals, last scheduler; the warm-up
 keeps its length). Every variant of a world trains on the same pseudo-labels with the
-config's ``randomness.seed``. The JSON: ``variants`` — per variant ``val`` and
-``with_labels`` (mean, sample std, per seed) and its overrides; ``timings_s``.
-The toy world is a bench, not VOC.
+config's ``randomness.seed``. Stages are cached per world (``{work_dir}/seed<N>/stages``;
+sharing ``toy_table3.py``'s work dir reuses its phase 1). The JSON: ``variants`` — per
+variant ``val``, ``val_crf`` and ``with_labels`` (mean, sample std, per seed) and its
+overrides; ``timings_s``. The toy world is a bench, not VOC.
 """
 import argparse
 import ast
@@ -30,14 +31,17 @@ import time
 from typing import Dict, List, Tuple
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 import projects.vpl  # noqa: E402,F401
 import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import DefaultScope  # noqa: E402
 
-from projects.vpl.utils.io import atomic_save_json  # noqa: E402
-from toy_table3 import ToyBench, _mean_std, set_decoder_iters  # noqa: E402
+from paper_tables import PaperTables, command_line, emit, set_decoder_iters  # noqa: E402
+from toy_table3 import _mean_std, world_config  # noqa: E402
+
+METRICS = (('val', 'miou'), ('val_crf', 'miou_tta_crf'), ('with_labels', 'with_labels'))
 
 
 def parse_variant(tokens: List[str]) -> Tuple[str, Dict[str, object]]:
@@ -84,6 +88,17 @@ def variant_cfg(cfg: Config, options: Dict[str, object]) -> Config:
     return cfg
 
 
+def format_table(report: dict) -> str:
+    lines = [f'decoder variants on the toy world (val mIoU, mean ± std over seeds '
+             f'{report["seeds"]}; NOT a VOC result)']
+    for name, v in report['variants'].items():
+        lines.append(f'{name:<16} {v["val"]["mean"]:6.2f} ± {v["val"]["std"]:5.2f} '
+                     f'{v["val"]["per_seed"]}   + CRF {v["val_crf"]["mean"]:6.2f}'
+                     + (f'   with labels {v["with_labels"]["mean"]:6.2f}'
+                        if v['with_labels'] else ''))
+    return '\n'.join(lines)
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
@@ -95,44 +110,39 @@ def main(argv=None) -> dict:
     DefaultScope.get_instance(f'toy_decoder_sweep-{time.time()}', scope_name='mmseg')
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     start = time.perf_counter()
-    results = {name: dict(val=[], with_labels=[]) for name in variants}
+    results = {name: {k: [] for k, _ in METRICS} for name in variants}
     times: Dict[str, float] = {}
     for seed in args.seeds:
         print(f'world seed {seed}:', flush=True)
-        bench = ToyBench(cfg, seed, args.work_dir, device, **generate)
-        bench.make_world()
-        _, phase1, _ = bench.phase1('vpl', 'phase1_vpl', prototypes='vision')
+        work_dir = osp.abspath(osp.join(args.work_dir, f'seed{seed}'))
+        world = world_config(cfg, osp.join(work_dir, 'world'), seed=seed, **generate)
+        world.log_level = 'WARNING'
+        quiet = dict(templates=None, oracle=not args.no_labels, log=lambda msg: None)
+        t = time.perf_counter()
+        vpl = PaperTables(world, work_dir, device, **quiet).phase1(
+            'vpl', dict(prototypes='vision'), full=True)
+        times['phase1_vpl'] = times.get('phase1_vpl', 0.0) + time.perf_counter() - t
         for name, options in variants.items():
-            vb = copy.copy(bench)
-            vb.cfg = variant_cfg(bench.cfg, options)
             t = time.perf_counter()
-            miou, ckpt = vb.decoder(f'decoder_{name}', phase1.out_dir, with_rsc=True)
-            labels = float('nan') if args.no_labels else vb.with_labels(ckpt)[0]
+            res = PaperTables(variant_cfg(world, options), work_dir, device,
+                              **quiet).decoder_run(f'decoder_{name}', vpl, with_rsc=True)
             times[name] = times.get(name, 0.0) + time.perf_counter() - t
-            results[name]['val'].append(miou)
-            results[name]['with_labels'].append(labels)
-            print(f'  {name:<16} val {miou:6.2f}   with labels {labels:6.2f}', flush=True)
-        times['phase1_vpl'] = times.get('phase1_vpl', 0.0) + bench.times['phase1_vpl']
+            for key, src in METRICS:
+                results[name][key].append(res.get(src))
+            print(f'  {name:<16} val {res["miou"]:6.2f}   + CRF {res["miou_tta_crf"]:6.2f}'
+                  + (f'   with labels {res["with_labels"]:6.2f}'
+                     if res.get('with_labels') is not None else ''), flush=True)
     report = dict(
         seeds=args.seeds, config=args.config, cfg_options=args.cfg_options or {},
         world=generate,
-        variants={name: dict(options=variants[name], val=_mean_std(r['val']),
-                             with_labels=(None if args.no_labels
-                                          else _mean_std(r['with_labels'])))
+        variants={name: dict(options=variants[name],
+                             **{k: (None if None in r[k] else _mean_std(r[k]))
+                                for k, _ in METRICS})
                   for name, r in results.items()},
         timings_s=dict({k: round(v / len(args.seeds), 1) for k, v in times.items()},
                        total=round(time.perf_counter() - start, 1)),
-        command=' '.join([osp.basename(sys.executable)] + sys.argv))
-    print(f'decoder variants on the toy world (val mIoU, mean ± std over seeds '
-          f'{args.seeds}; NOT a VOC result)')
-    for name, v in report['variants'].items():
-        lab = v['with_labels']
-        print(f'{name:<16} {v["val"]["mean"]:6.2f} ± {v["val"]["std"]:5.2f}  '
-              f'{v["val"]["per_seed"]}' + (f'   with labels {lab["mean"]:6.2f}' if lab else ''))
-    if args.json:
-        atomic_save_json(report, args.json)
-        print(f'written {args.json}')
-    return report
+        command=command_line())
+    return emit(report, format_table(report), args.json)
 
 
 if __name__ == '__main__':
