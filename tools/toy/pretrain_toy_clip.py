@@ -79,8 +79,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from projects.vpl.clip.tokenizer import CompactTokenizer, build_vocab  # noqa: E402
 from projects.vpl.datasets.toy_world import (JPEG_OPTIONS, TOY_BACKGROUND,  # noqa: E402
                                              TOY_CLASSES, TOY_DEFAULTS, TOY_TEMPLATES,
-                                             ToySample, make_sample, sample_backgrounds,
-                                             toy_caption, toy_corpus)
+                                             TYPICAL_COLOURS, TYPICAL_PROB, ToySample,
+                                             make_sample, sample_backgrounds, toy_caption,
+                                             toy_corpus)
 from projects.vpl.utils.io import atomic_open, atomic_torch_save  # noqa: E402
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)   # OpenAI CLIP normalisation
@@ -88,7 +89,7 @@ STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGE_SIZE = TOY_DEFAULTS['image_size']
 #: Options added after runs were started, with the value those runs used (resume check).
 LATER_DEFAULTS = dict(prompt_embeddings='both', self_distill_weight=0.0, crop_min=4,
-                      crop_max=10)
+                      crop_max=10, typical_colour_prob=TYPICAL_PROB, init=None)
 
 
 def model_cfg(vocab_size: int, width: int = 64, layers: int = 6, head_width: int = 16,
@@ -214,7 +215,10 @@ def evaluate(model: torch.nn.Module, tokenizer: CompactTokenizer, world_seed: in
              num_val: int = TOY_DEFAULTS['num_val'], batch: int = 50) -> Dict[str, float]:
     """Zero-shot recognition on toy val: mean per-class AUC / AP of the class-token
     embedding (``cls_*``) and of CLIP-ES's mean-patch embedding (``patch_*``), scored as
-    ``logit_scale * cos`` against template-ensembled text prototypes; plus the patch
+    ``logit_scale * cos`` against template-ensembled text prototypes; the same AUC with
+    only the positives whose objects of the class all wear an atypical colour
+    (``*_auc_atypical``: recognition by shape, since the typical colour alone gives a
+    class away; see ``TYPICAL_COLOURS``); plus the patch
     accuracy of argmax over the allowed prototypes (present classes + all background
     concepts) against the GT patch majority label (``patch_acc_fg``, ``patch_acc_all``)."""
     was_training = model.training
@@ -222,7 +226,7 @@ def evaluate(model: torch.nn.Module, tokenizer: CompactTokenizer, world_seed: in
     protos = text_prototypes(model, tokenizer, list(TOY_CLASSES) + TOY_BACKGROUND)
     scale = model.logit_scale.exp().item()
     C, p = len(TOY_CLASSES), model.visual.patch_size[0]
-    cls_s, patch_s, labels, correct = [], [], [], np.zeros(4)
+    cls_s, patch_s, labels, atypical, correct = [], [], [], [], np.zeros(4)
     for start in range(0, num_val, batch):
         stop = min(num_val, start + batch)
         samples = [make_sample(world_seed, 'val', i) for i in range(start, stop)]
@@ -232,6 +236,9 @@ def evaluate(model: torch.nn.Module, tokenizer: CompactTokenizer, world_seed: in
         dense = F.normalize(dense, dim=-1) @ protos.T          # (B, N, C+B)
         for s, sim in zip(samples, dense):
             labels.append(np.isin(np.arange(1, C + 1), s.labels))
+            atypical.append([all(o.colour != TYPICAL_COLOURS[TOY_CLASSES[c]]
+                                 for o in s.objects if o.class_id == c + 1)
+                             for c in range(C)])
             allowed = torch.full((C + len(TOY_BACKGROUND),), float('-inf'))
             allowed[[c - 1 for c in s.labels]] = 0
             allowed[C:] = 0
@@ -243,11 +250,14 @@ def evaluate(model: torch.nn.Module, tokenizer: CompactTokenizer, world_seed: in
             gt = np.array([np.bincount(b, minlength=C + 1).argmax() for b in blocks])
             correct += [(pred == gt)[gt > 0].sum(), (gt > 0).sum(), (pred == gt).sum(), gt.size]
     labels = np.stack(labels)
+    keep = ~labels | np.array(atypical)  # negatives + positives of atypical colour only
     out = {}
     for key, s in (('cls', cls_s), ('patch', patch_s)):
         s = torch.cat(s).numpy()
         res = np.array([auc_ap(s[:, c], labels[:, c]) for c in range(C)])
         out[f'{key}_auc'], out[f'{key}_map'] = np.nanmean(res, 0).round(4).tolist()
+        out[f'{key}_auc_atypical'] = round(float(np.nanmean(
+            [auc_ap(s[keep[:, c], c], labels[keep[:, c], c])[0] for c in range(C)])), 4)
     out['patch_acc_fg'] = round(float(correct[0] / max(correct[1], 1)), 4)
     out['patch_acc_all'] = round(float(correct[2] / correct[3]), 4)
     out['logit_scale'] = round(scale, 3)
@@ -262,7 +272,8 @@ def pretrain_batch(args: argparse.Namespace, step: int) -> List[ToySample]:
     groups = [sample_backgrounds(rng) for _ in range(args.bg_groups)]
     first = step * args.batch_size
     samples = [make_sample(args.world_seed, 'pretrain', first + i,
-                           backgrounds=groups[i % len(groups)] if groups else None)
+                           backgrounds=groups[i % len(groups)] if groups else None,
+                           typical_prob=args.typical_colour_prob)
                for i in range(args.batch_size)]
     for s in samples:
         if rng.random() < args.object_caption_prob:
@@ -343,6 +354,13 @@ def parse_args() -> argparse.Namespace:
                     default=LATER_DEFAULTS['prompt_embeddings'],
                     help='the prompt loss on the class-token and mean-patch embeddings, '
                     'or on the class token only')
+    ap.add_argument('--typical-colour-prob', type=float,
+                    default=LATER_DEFAULTS['typical_colour_prob'],
+                    help="chance that a pretraining object takes its class's typical colour "
+                    '(the world uses 0.75)')
+    ap.add_argument('--init', default=LATER_DEFAULTS['init'],
+                    help="start from this run's weights (a --work-dir's last.pth or a "
+                    'shipped checkpoint; same model shape): a later stage of a curriculum')
     ap.add_argument('--patch-dropout', type=float, default=0.5,
                     help='FLIP-style token dropout while training (not in the shipped cfg)')
     ap.add_argument('--max-minutes', type=float, default=600.0,
@@ -378,6 +396,12 @@ def main() -> None:
     if args.patch_dropout > 0:  # the same dropout, recording the kept tokens
         model.visual.patch_dropout = RecordingPatchDropout(args.patch_dropout)
     bias = torch.nn.Parameter(torch.tensor(-2.0))  # prompt-loss bias; training only
+    if args.init:
+        init = torch.load(args.init, map_location='cpu', weights_only=False)
+        weights = init.get('model') or init['state_dict']
+        model.load_state_dict({k: v.float() for k, v in weights.items()})
+        if 'bias' in init:
+            bias.data.copy_(init['bias'])
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and 'embedding' not in n]
     other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and 'embedding' not in n)]
     other.append(bias)
@@ -463,6 +487,7 @@ def main() -> None:
                 object_caption_prob=args.object_caption_prob,
                 prompt_loss_weight=args.prompt_loss_weight,
                 patch_dropout=args.patch_dropout, prompt_embeddings=args.prompt_embeddings,
+                typical_colour_prob=args.typical_colour_prob, init=args.init,
                 self_distill_weight=args.self_distill_weight, crop_min=args.crop_min,
                 crop_max=args.crop_max, minutes=round(minutes, 1),
                 cpu_minutes=round(cpu_minutes, 1),

@@ -63,9 +63,9 @@ JPEG_OPTIONS = dict(format='JPEG', quality=95, subsampling=0)
 #: Each class's typical colour, used for 75 % of its instances when visible on the
 #: scene's backgrounds (a cue like the real world's, which a small CPU-trained CLIP
 #: picks up long before shape; shape alone separates the rest).
-_TYPICAL = {'ball': 'red', 'box': 'orange', 'star': 'yellow', 'ring': 'pink',
+TYPICAL_COLOURS = {'ball': 'red', 'box': 'orange', 'star': 'yellow', 'ring': 'pink',
             'tent': 'green', 'cross': 'black', 'moon': 'white', 'kite': 'blue'}
-_TYPICAL_PROB = 0.75
+TYPICAL_PROB = 0.75
 #: Scenes with a horizon: upper concept -> possible lower concepts.
 _PAIRS = {'sky': ('grass', 'sand', 'water', 'road', 'snow'), 'wall': ('floor', 'grass', 'road')}
 _LOWER_PHRASE = {'grass': 'on the grass', 'sand': 'on the sand', 'water': 'on the water',
@@ -104,10 +104,11 @@ class ToySample:
     backgrounds: List[str]
 
 
-def _pick_colour(rng: np.random.Generator, shape: str, backgrounds: List[str]) -> str:
+def _pick_colour(rng: np.random.Generator, shape: str, backgrounds: List[str],
+                 typical_prob: float = TYPICAL_PROB) -> str:
     """A colour for ``shape`` that stays visible on the scene's backgrounds."""
     for _ in range(50):
-        name = (_TYPICAL[shape] if rng.random() < _TYPICAL_PROB
+        name = (TYPICAL_COLOURS[shape] if rng.random() < typical_prob
                 else str(rng.choice(list(COLOURS))))
         dist = min(math.dist(COLOURS[name], BACKGROUND_COLOURS[b]) for b in backgrounds)
         if dist >= 70:
@@ -160,11 +161,14 @@ def sample_backgrounds(rng: np.random.Generator) -> Tuple[str, str]:
 
 
 def make_sample(seed: int, split: str, index: int, image_size: int = 112,
-                backgrounds: Optional[Tuple[str, str]] = None) -> ToySample:
+                backgrounds: Optional[Tuple[str, str]] = None,
+                typical_prob: float = TYPICAL_PROB) -> ToySample:
     """Generate scene ``index`` of ``split`` — a pure function of its arguments.
 
     ``backgrounds`` = (upper, lower) imposes the scene's background concepts (CLIP
-    pretraining uses it to put several scenes of one background in a batch).
+    pretraining uses it to put several scenes of one background in a batch);
+    ``typical_prob`` is the chance that an object takes its class's typical colour
+    (pretraining lowers it so that shape, not only colour, carries the class).
     """
     if split not in SPLIT_CODES:
         raise ValueError(f'toy world: unknown split {split!r}, expected one of '
@@ -199,7 +203,7 @@ def make_sample(seed: int, split: str, index: int, image_size: int = 112,
                 break
         else:
             continue  # no room for this object: leave it out (caption/labels follow)
-        obj = ToyObject(int(class_id), _pick_colour(rng, shape, backgrounds),
+        obj = ToyObject(int(class_id), _pick_colour(rng, shape, backgrounds, typical_prob),
                         str(rng.choice(PATTERNS, p=[0.5, 0.25, 0.25])), cx, cy, r)
         paint_object(image, alpha, detail, shape, COLOURS[obj.colour], obj.pattern,
                      cx, cy, r, rng)
