@@ -7,7 +7,7 @@
 # The toy world is a bench, not VOC: never read its figures as VOC results.
 #
 # Numbers as in configs/vpl_clip_voc.py (docs/method.md) except where the toy world differs:
-#   CLIP: the shipped tiny CLIP (patch 8, width 64, 6 blocks, joint space 128), so the
+#   CLIP: the shipped tiny CLIP (patch 8, width 96, 6 blocks, joint space 128), so the
 #     decoder reads blocks 1-5 (all but the last, as blocks 1-11 of 12 on ViT-B/16) and
 #     its embedding is 128-d (both taken from the backbone); inputs padded to multiples of 8.
 #   prompts: the toy classes and its 8 background concepts; the toy templates (the tiny
@@ -28,7 +28,7 @@ _base_ = [
 ]
 custom_imports = dict(imports=['projects.vpl'], allow_failed_imports=False)
 
-toy_clip = dict(checkpoint='checkpoints/toy_clip_vitt.pth', pos_interpolation='bilinear')
+toy_clip = dict(checkpoint='checkpoints/toy_clip_vit96.pth', pos_interpolation='bilinear')
 num_classes = 9
 crop_size = (112, 112)
 data_preprocessor = dict(size=crop_size, size_divisor=None, test_cfg=dict(size_divisor=8))

@@ -16,7 +16,7 @@ from projects.vpl.datasets.toy_world import (MANIFEST, TOY_BACKGROUND, TOY_CLASS
                                              read_captions, toy_corpus, write_toy_world)
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINT = ROOT / 'checkpoints' / 'toy_clip_vitt.pth'
+CHECKPOINT = ROOT / 'checkpoints' / 'toy_clip_vit96.pth'
 SMALL = dict(seed=3, num_train=6, num_val=3, image_size=112)
 
 

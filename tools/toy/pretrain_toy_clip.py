@@ -26,29 +26,33 @@ meaning to scale; on this CPU budget plain InfoNCE learnt the background concept
 steps of batch 24; 0.56 after 800 steps with hard negatives and partial captions). Set
 the weights to 0 for plain CLIP. No term sees a mask or an object's position.
 
-What was tried for the current recipe (600-step pilots of batch 32, lr 2e-3, cosine;
-class AUC on toy val, and text-prototype seed mIoU of CLIP-ES's GradCAM + CAA on 100
-train images of world 11):
+Why the world's classes carry a typical colour at 0.95 (world version 3). Pilots on
+world 2 (typical colour 0.75; class AUC on toy val, and in brackets the AUC over the
+positives of atypical colour only, i.e. recognition by shape):
 
-=============================================  ==========  ==========
-pilot                                          class AUC   text seeds
-=============================================  ==========  ==========
-width 64 (the previous shipped shape)          0.762       28.8
-width 96                                       0.812       24.1
-width 96, prompt-loss weight 4                 0.57 @ 400  —
-width 96, class-token terms only               0.825       26.3
-  (``--patch-loss-weight 0 --prompt-embeddings cls``; mean-patch AUC 0.69)
-width 96 + CLIPSelf term, weight 1 / 4         0.681/0.683 24.7/18.2
-  (``--self-distill-weight``, see :func:`self_distill_loss`)
-width 96, step 1,050 of the 10,000-step run    0.852       29.2
-previous shipped checkpoint (w64, 1,200 st.)   0.827       18.1
-=============================================  ==========  ==========
+=============================================  ===================================
+run (batch 32, cosine, patch dropout 0.5)      class AUC (shape AUC)
+=============================================  ===================================
+previous shipped checkpoint (w64, 1,200 st.)   0.827 (0.505)
+width 64 / 96, lr 2e-3, 600 steps              0.762 / 0.812
+width 96, lr 2e-3, 10,000 planned: step 1,000  0.852, drifting down to 0.834 @ 3,000
+width 96, lr 5e-4, 2,400 steps (21 min)        0.865 (0.578); per class, positives of
+                                               typical colour 0.95-0.99, others
+                                               0.41-0.75
++ 1,250 steps on a stream at 0.3 / 500 at 0     0.852 (0.599) / 0.678 (0.620)
+CLIPSelf term (weight 1 / 4), 600 steps         0.681 / 0.683
+=============================================  ===================================
 
-Seeds follow training length more than any other knob tried, so the shipped recipe is
-the width-96 one trained longer (10,000 steps, about 2 h of one CPU core). The CLIPSelf
-term (Wu et al., ICLR 2024: dense tokens of a region pulled to the model's own embedding
-of that region's crop) is kept as an option, off: it slowed recognition and did not
-localise better at this budget.
+Every tiny CLIP learnt colour and not shape. Supervised probes (BCE on the image labels,
+colours random) learnt shape slowly too: ViT patch 8 / 16 and a 4-layer CNN at AUC
+0.59-0.63 after 10-30 k images. Two CPU hours give ~400 k images, so shape stays out of
+reach; a real CLIP's recognition rests on texture and context as much as shape, and
+colour is the cue this budget can learn. The world at 0.95 (an object wears its class's
+colour whenever that is visible on its backgrounds, with probability 0.95) keeps the
+atypical instances as hard cases (about 12 %: green tents on grass, red balls on the
+brick wall, ...). The width-96, lr-5e-4 model of the table, scored on a 0.95 world
+before any training on it: class AUC 0.954, mAP 0.867. The shipped recipe (defaults)
+trains from scratch on the version-3 stream: width 96, batch 32, lr 5e-4, 3,000 steps.
 
 Output: ``--out`` (atomic) = dict(model_cfg=<open_clip.model.CLIP kwargs>,
 state_dict=<fp16>, vocab=<kept BPE ids>, meta=dict(seed, steps, world seed, metrics,
@@ -57,9 +61,9 @@ resume; settings must match); progress in ``--work-dir/log.txt`` (wall and CPU t
 Finally reports zero-shot image-level recognition on toy val (mean per-class AUC and AP
 of the class-token and of the mean-patch embedding).
 
-The shipped checkpoint (defaults; one thread, niced, in the background)::
+The shipped checkpoint (defaults; niced, in the background; ~26 min with two threads)::
 
-    nohup nice -n 10 env OMP_NUM_THREADS=1 python tools/toy/pretrain_toy_clip.py &
+    nohup nice -n 10 env OMP_NUM_THREADS=2 python tools/toy/pretrain_toy_clip.py --threads 2 &
 """
 import argparse
 import io
@@ -325,7 +329,7 @@ def load_toy_clip(path: str) -> Tuple[torch.nn.Module, CompactTokenizer, dict]:
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--out', default='checkpoints/toy_clip_vit96.pth')
-    ap.add_argument('--work-dir', default='work_dirs/toy_clip_pretrain_vit96')
+    ap.add_argument('--work-dir', default='work_dirs/toy_clip_pretrain')
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--world-seed', type=int, default=TOY_DEFAULTS['seed'])
     ap.add_argument('--width', type=int, default=96)
@@ -335,9 +339,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument('--text-width', type=int, default=96)
     ap.add_argument('--text-layers', type=int, default=3)
     ap.add_argument('--patch-size', type=int, default=8)
-    ap.add_argument('--steps', type=int, default=10000)
+    ap.add_argument('--steps', type=int, default=3000)
     ap.add_argument('--batch-size', type=int, default=32)
-    ap.add_argument('--lr', type=float, default=2e-3)
+    ap.add_argument('--lr', type=float, default=5e-4)
     ap.add_argument('--warmup', type=int, default=200)
     ap.add_argument('--weight-decay', type=float, default=0.1)
     ap.add_argument('--patch-loss-weight', type=float, default=0.5)
@@ -366,7 +370,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument('--max-minutes', type=float, default=600.0,
                     help='wall-time cap; the run stops early (and says so in meta)')
     ap.add_argument('--threads', type=int, default=1)
-    ap.add_argument('--eval-every', type=int, default=1000)
+    ap.add_argument('--eval-every', type=int, default=500)
     ap.add_argument('--save-every', type=int, default=25)
     return ap.parse_args()
 

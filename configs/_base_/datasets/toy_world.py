@@ -7,7 +7,7 @@
 # Image-level labels: labels_<split>.txt at the world's root (`image_labels[split]`, the
 # ImageLabelReader spec, relative to data_root). Text prototypes: TOY_CLASS_PROMPTS,
 # TOY_BACKGROUND and TOY_TEMPLATES from projects.vpl.datasets.toy_world; the CLIP:
-# checkpoints/toy_clip_vitt.pth (tools/toy/pretrain_toy_clip.py).
+# checkpoints/toy_clip_vit96.pth (tools/toy/pretrain_toy_clip.py).
 dataset_type = 'ToyWorldDataset'
 data_root = 'data/toy_world'
 toy_world = dict(seed=0, num_train=300, num_val=150, image_size=112)
