@@ -145,7 +145,8 @@ def test_compact_tokenizer_round_trip():
     assert torch.equal(vocab[ids], open_clip.tokenize(texts, context_length=40))
     assert torch.equal(ids.argmax(-1), (ids == tok.eot_token_id).int().argmax(-1))
     decoded = [tok.decode(row) for row in ids]
-    assert decoded[0].split()[:3] == texts[0].split()[:3]
+    words = [re.findall(r'[a-z]+', t) for t in (decoded[0], texts[0])]  # BPE spaces ','
+    assert words[0] == words[1]
     assert torch.equal(tok(decoded), ids)
 
 
@@ -173,13 +174,16 @@ def test_shipped_checkpoint_recognises_toy_classes():
     assert CHECKPOINT.stat().st_size < 5e6
     ckpt = torch.load(CHECKPOINT, map_location='cpu', weights_only=True)
     assert ckpt['model_cfg']['vision_cfg']['pool_type'] == 'tok'
-    assert ckpt['meta']['finished'] and ckpt['meta']['metrics']['cls_auc'] > 0.75
+    assert ckpt['meta']['finished'] and ckpt['meta']['metrics']['cls_auc'] > 0.95
     tool = _pretrain_tool()
     model, tok, meta = tool.load_toy_clip(str(CHECKPOINT))
     torch.set_num_threads(min(2, torch.get_num_threads()))
     metrics = tool.evaluate(model, tok, meta['world_seed'], num_val=40, batch=40)
-    # chance: AUC 0.5; thresholds well below the measured values (meta['metrics'])
-    assert metrics['cls_auc'] > 0.7 and metrics['patch_auc'] > 0.68
+    # chance: AUC 0.5; measured on these 40 images: class token 0.947 / mAP 0.866,
+    # mean patch 0.941 / 0.856 (150 images: 0.957 / 0.883, 0.959 / 0.888); the old
+    # checkpoint, a colour detector on a world of weaker colour cues, scored 0.83
+    assert metrics['cls_auc'] > 0.9 and metrics['patch_auc'] > 0.9
+    assert metrics['cls_map'] > 0.75 and metrics['patch_map'] > 0.75
 
 
 def test_shipped_checkpoint_through_build_clip():
