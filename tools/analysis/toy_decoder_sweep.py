@@ -34,12 +34,10 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 import projects.vpl  # noqa: E402,F401
-import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.registry import DefaultScope  # noqa: E402
 
 from paper_tables import PaperTables, command_line, emit, set_decoder_iters  # noqa: E402
-from toy_table3 import _mean_std, world_config  # noqa: E402
+from toy_table3 import _mean_std, bench_setup, seed_world  # noqa: E402
 
 METRICS = (('val', 'miou'), ('val_crf', 'miou_tta_crf'), ('with_labels', 'with_labels'))
 
@@ -101,22 +99,14 @@ def format_table(report: dict) -> str:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg, generate, device = bench_setup(args, 'toy_decoder_sweep')
     variants = dict(parse_variant(v) for v in args.variant)
-    generate = {k: v for k, v in (('num_train', args.num_train), ('num_val', args.num_val))
-                if v is not None}
-    DefaultScope.get_instance(f'toy_decoder_sweep-{time.time()}', scope_name='mmseg')
-    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     start = time.perf_counter()
     results = {name: {k: [] for k, _ in METRICS} for name in variants}
     times: Dict[str, float] = {}
     for seed in args.seeds:
         print(f'world seed {seed}:', flush=True)
-        work_dir = osp.abspath(osp.join(args.work_dir, f'seed{seed}'))
-        world = world_config(cfg, osp.join(work_dir, 'world'), seed=seed, **generate)
-        world.log_level = 'WARNING'
+        work_dir, world = seed_world(cfg, args.work_dir, seed, generate)
         quiet = dict(templates=None, oracle=not args.no_labels, log=lambda msg: None)
         t = time.perf_counter()
         vpl = PaperTables(world, work_dir, device, **quiet).phase1(

@@ -32,13 +32,11 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 import projects.vpl  # noqa: E402,F401
-import torch  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.registry import DefaultScope  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
 
 from paper_tables import PaperTables, command_line, emit  # noqa: E402
 from toy_decoder_sweep import parse_variant  # noqa: E402
-from toy_table3 import _mean_std, world_config  # noqa: E402
+from toy_table3 import _mean_std, bench_setup, seed_world  # noqa: E402
 
 SPLITS = ('train', 'val')
 
@@ -86,22 +84,14 @@ def format_table(report: dict) -> str:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg, generate, device = bench_setup(args, 'toy_phase1_sweep')
     variants = dict(parse_variant(v) for v in args.variant)
     overrides = {name: hook_overrides(o) for name, o in variants.items()}  # errors first
-    generate = {k: v for k, v in (('num_train', args.num_train), ('num_val', args.num_val))
-                if v is not None}
-    DefaultScope.get_instance(f'toy_phase1_sweep-{time.time()}', scope_name='mmseg')
-    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     start = time.perf_counter()
     results: Dict[str, Dict[str, List[float]]] = {n: {s: [] for s in SPLITS} for n in variants}
     for seed in args.seeds:
         print(f'world seed {seed}:', flush=True)
-        work_dir = osp.abspath(osp.join(args.work_dir, f'seed{seed}'))
-        world = world_config(cfg, osp.join(work_dir, 'world'), seed=seed, **generate)
-        world.log_level = 'WARNING'
+        work_dir, world = seed_world(cfg, args.work_dir, seed, generate)
         tables = PaperTables(world, work_dir, device, decoder=False, oracle=False,
                              log=lambda msg: None)
         for name, over in overrides.items():

@@ -53,7 +53,7 @@ import os.path as osp
 import statistics
 import sys
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
@@ -121,6 +121,28 @@ def world_config(cfg: Config, root: str, **generate) -> Config:
     return cfg
 
 
+def bench_setup(args: argparse.Namespace, tool: str) -> Tuple[Config, dict, str]:
+    """A toy tool's common start: the config with ``--cfg-options`` merged, the world
+    parameters given (``--num-train`` / ``--num-val``) and the device; the mmseg scope
+    registered under ``tool``."""
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    generate = {k: v for k, v in (('num_train', args.num_train), ('num_val', args.num_val))
+                if v is not None}
+    DefaultScope.get_instance(f'{tool}-{time.time()}', scope_name='mmseg')
+    return cfg, generate, args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+
+
+def seed_world(cfg: Config, work_root: str, seed: int, generate: dict) -> Tuple[str, Config]:
+    """``(work_dir, config)`` of one world seed: the world generated under
+    ``{work_root}/seed<N>/world``, the runners' logs at WARNING."""
+    work_dir = osp.abspath(osp.join(work_root, f'seed{seed}'))
+    world = world_config(cfg, osp.join(work_dir, 'world'), seed=seed, **generate)
+    world.log_level = 'WARNING'  # the runners' config dumps and iteration logs
+    return work_dir, world
+
+
 def _mean_std(values: Sequence[float]) -> Dict[str, object]:
     vals = [round(float(v), 2) for v in values]
     return dict(mean=round(statistics.fmean(vals), 2),
@@ -132,10 +154,8 @@ def run_seed(cfg: Config, seed: int, args: argparse.Namespace, device: str, gene
              log) -> dict:
     """All measurements of one world seed: :class:`PaperTables` on the toy config, its
     report in this tool's per-seed form."""
-    work_dir = osp.abspath(osp.join(args.work_dir, f'seed{seed}'))
     t = time.perf_counter()
-    world = world_config(cfg, osp.join(work_dir, 'world'), seed=seed, **generate)
-    world.log_level = 'WARNING'  # the runners' config dumps and iteration logs
+    work_dir, world = seed_world(cfg, args.work_dir, seed, generate)
     world_s = round(time.perf_counter() - t, 1)
     sweeps = {k: getattr(args, k) for k in ('tau_i', 'phi', 't_w') if getattr(args, k)}
     templates = dict(single=[args.single_template],
@@ -249,15 +269,9 @@ def format_table(report: dict) -> List[str]:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg, generate, device = bench_setup(args, 'toy_table3')
     if args.decoder_iters:
         set_decoder_iters(cfg, args.decoder_iters)
-    generate = {k: v for k, v in (('num_train', args.num_train), ('num_val', args.num_val))
-                if v is not None}
-    DefaultScope.get_instance(f'toy_table3-{time.time()}', scope_name='mmseg')
-    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     start = time.perf_counter()
     per_seed = []
     for seed in args.seeds:
