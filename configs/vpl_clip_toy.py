@@ -15,9 +15,10 @@
 #   tau_T = 1 / the tiny CLIP's own logit scale (docs/method.md: CLIP's temperature).
 #   CAA over the last 4 of 6 blocks (ViT-B/16: the last 8 of 12, two thirds).
 #   VPL: lr 0.03 per pixel ('pixel_mean'), 1,000 iterations, as the VOC/COCO configs:
-#     on the shipped CLIP's 58,800 train patches the loss falls 3.04 -> 1.06 monotonically
-#     and the train seeds rise 21.65 -> 25.64 mIoU; lr 0.2-1 (VOC's alpha = 10
-#     'element_mean' is 0.22 per pixel) oscillated or diverged (docs/phase1.md).
+#     on the previous toy CLIP's 58,800 train patches (width 64, world 2) the loss fell
+#     3.04 -> 1.06 monotonically, train seeds 21.65 -> 25.64 mIoU; lr 0.2-1 (VOC's
+#     alpha = 10 'element_mean' is 0.22 per pixel) oscillated or diverged
+#     (docs/phase1.md). Not yet re-measured on the current CLIP (issue 15).
 #   decoder: 1 transformer layer of width 128, 4 heads; 200 iterations of batch 8 on
 #     112-px crops with WeCLIP's AdamW (lr 2e-3, 20-iteration warm-up): on this short
 #     schedule it learnt faster than the paper's SGD (toy val 20.0 vs 12.3 mIoU after 300

@@ -61,7 +61,7 @@ resume; settings must match); progress in ``--work-dir/log.txt`` (wall and CPU t
 Finally reports zero-shot image-level recognition on toy val (mean per-class AUC and AP
 of the class-token and of the mean-patch embedding).
 
-The shipped checkpoint (defaults; niced, in the background; ~26 min with two threads)::
+The shipped checkpoint (defaults; niced, in the background; 30.1 min wall with two threads)::
 
     nohup nice -n 10 env OMP_NUM_THREADS=2 python tools/toy/pretrain_toy_clip.py --threads 2 &
 """
