@@ -1,6 +1,9 @@
 """The toy world generator, its MMSeg dataset, the compact tokenizer and the shipped CLIP."""
 import importlib.util
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +14,10 @@ from PIL import Image
 from projects.vpl.clip.tokenizer import EOT_ID, CompactTokenizer, build_vocab
 from projects.vpl.datasets import read_label_file
 from projects.vpl.datasets.image_labels import labels_from_mask
-from projects.vpl.datasets.toy_world import (MANIFEST, TOY_BACKGROUND, TOY_CLASSES,
-                                             TOY_TEMPLATES, ensure_toy_world, make_sample,
-                                             read_captions, toy_corpus, write_toy_world)
+from projects.vpl.datasets.toy_world import (GENERATOR_VERSION, MANIFEST, TOY_BACKGROUND,
+                                             TOY_CLASSES, TOY_TEMPLATES, ensure_toy_world,
+                                             make_sample, read_captions, toy_corpus,
+                                             write_toy_world)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / 'checkpoints' / 'toy_clip_vit96.pth'
@@ -194,3 +198,27 @@ def test_shipped_checkpoint_through_build_clip():
     text = clip.encode_text([f'a photo of a {c}.' for c in TOY_CLASSES])
     assert text.shape == (8, clip.embed_dim)
     assert torch.allclose(text.norm(dim=-1), torch.ones(8), atol=1e-4)
+
+
+def test_pretraining_tool_tiny_run_and_refused_resume(tmp_path):
+    """tools/toy/pretrain_toy_clip.py end to end on a tiny model (3 steps): a loadable
+    checkpoint with its recipe and the shape-recognition figure; a work dir made on
+    another world version is refused rather than resumed on other scenes."""
+    work, out = tmp_path / 'work', tmp_path / 'tiny.pth'
+    cmd = [sys.executable, 'tools/toy/pretrain_toy_clip.py', '--width', '16', '--layers', '1',
+           '--head-width', '16', '--embed-dim', '16', '--text-width', '16',
+           '--text-layers', '1', '--steps', '3', '--batch-size', '4', '--warmup', '1',
+           '--eval-every', '100', '--save-every', '1', '--work-dir', str(work),
+           '--out', str(out), '--typical-colour-prob', '0.5']
+    env = dict(os.environ, OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1')
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    model, tok, meta = _pretrain_tool().load_toy_clip(str(out))
+    assert meta['steps'] == 3 and meta['finished'] and meta['typical_colour_prob'] == 0.5
+    assert {'cls_auc', 'cls_auc_atypical', 'patch_auc_atypical'} <= set(meta['metrics'])
+    state = torch.load(work / 'last.pth', weights_only=False)
+    assert state['key']['world_version'] == GENERATOR_VERSION
+    state['key']['world_version'] -= 1
+    torch.save(state, work / 'last.pth')
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode != 0 and 'made with other settings' in res.stderr

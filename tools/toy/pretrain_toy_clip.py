@@ -81,19 +81,21 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from projects.vpl.clip.tokenizer import CompactTokenizer, build_vocab  # noqa: E402
-from projects.vpl.datasets.toy_world import (JPEG_OPTIONS, TOY_BACKGROUND,  # noqa: E402
-                                             TOY_CLASSES, TOY_DEFAULTS, TOY_TEMPLATES,
-                                             TYPICAL_COLOURS, TYPICAL_PROB, ToySample,
-                                             make_sample, sample_backgrounds, toy_caption,
-                                             toy_corpus)
+from projects.vpl.datasets.toy_world import (GENERATOR_VERSION,  # noqa: E402
+                                             JPEG_OPTIONS, TOY_BACKGROUND, TOY_CLASSES,
+                                             TOY_DEFAULTS, TOY_TEMPLATES, TYPICAL_COLOURS,
+                                             TYPICAL_PROB, ToySample, make_sample,
+                                             sample_backgrounds, toy_caption, toy_corpus)
 from projects.vpl.utils.io import atomic_open, atomic_torch_save  # noqa: E402
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)   # OpenAI CLIP normalisation
 STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGE_SIZE = TOY_DEFAULTS['image_size']
 #: Options added after runs were started, with the value those runs used (resume check).
+#: ``world_version``: runs from before it was recorded drew world-2 scenes (refused now).
 LATER_DEFAULTS = dict(prompt_embeddings='both', self_distill_weight=0.0, crop_min=4,
-                      crop_max=10, typical_colour_prob=TYPICAL_PROB, init=None)
+                      crop_max=10, typical_colour_prob=TYPICAL_PROB, init=None,
+                      world_version=2)
 
 
 def model_cfg(vocab_size: int, width: int = 64, layers: int = 6, head_width: int = 16,
@@ -361,7 +363,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument('--typical-colour-prob', type=float,
                     default=LATER_DEFAULTS['typical_colour_prob'],
                     help="chance that a pretraining object takes its class's typical colour "
-                    '(the world uses 0.75)')
+                    "(default: the world's)")
     ap.add_argument('--init', default=LATER_DEFAULTS['init'],
                     help="start from this run's weights (a --work-dir's last.pth or a "
                     'shipped checkpoint; same model shape): a later stage of a curriculum')
@@ -414,6 +416,7 @@ def main() -> None:
                             lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
     key = {k: v for k, v in vars(args).items()
            if k not in ('out', 'work_dir', 'max_minutes', 'threads', 'eval_every', 'save_every')}
+    key['world_version'] = GENERATOR_VERSION  # the scenes a resumed run would draw
     step, history, elapsed, cpu_done = 0, [], 0.0, 0.0
     if (work / 'last.pth').exists():
         state = torch.load(work / 'last.pth', map_location='cpu', weights_only=False)

@@ -25,7 +25,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 from mmseg.datasets import BaseSegDataset
@@ -173,15 +173,14 @@ def sample_backgrounds(rng: np.random.Generator) -> Tuple[str, str]:
 
 def make_sample(seed: int, split: str, index: int, image_size: int = 112,
                 backgrounds: Optional[Tuple[str, str]] = None,
-                typical_prob: float = TYPICAL_PROB,
-                count_probs: Sequence[float] = OBJECT_COUNT_PROBS) -> ToySample:
+                typical_prob: float = TYPICAL_PROB) -> ToySample:
     """Generate scene ``index`` of ``split`` — a pure function of its arguments.
 
     ``backgrounds`` = (upper, lower) imposes the scene's background concepts (CLIP
     pretraining uses it to put several scenes of one background in a batch);
     ``typical_prob`` is the chance that an object takes its class's typical colour
-    (pretraining lowers it so that shape, not only colour, carries the class);
-    ``count_probs`` the chances of 1, 2, 3 ... objects.
+    (a pretraining stream may change it: ``tools/toy/pretrain_toy_clip.py
+    --typical-colour-prob``).
     """
     if split not in SPLIT_CODES:
         raise ValueError(f'toy world: unknown split {split!r}, expected one of '
@@ -193,7 +192,7 @@ def make_sample(seed: int, split: str, index: int, image_size: int = 112,
     image = render_background(rng, size, upper, lower, horizon)
     backgrounds = [upper] if upper == lower else [upper, lower]
 
-    count = int(rng.choice(len(count_probs), p=count_probs)) + 1
+    count = int(rng.choice(len(OBJECT_COUNT_PROBS), p=OBJECT_COUNT_PROBS)) + 1
     classes = rng.choice(len(TOY_CLASSES), size=count, replace=False) + 1
     mask = np.zeros((size, size), np.uint8)
     instance = np.zeros((size, size), np.int16)
