@@ -56,21 +56,28 @@ def parse_variant(tokens: List[str]) -> Tuple[str, Dict[str, object]]:
     return name, options
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description='Decoder settings on the toy world')
+def sweep_parser(description: str, tool: str, variant_help: str) -> argparse.ArgumentParser:
+    """The options every toy sweep tool takes (config, worlds, variants, output)."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument('--config', default='configs/vpl_clip_toy.py')
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     p.add_argument('--variant', nargs='+', action='append', required=True,
-                   metavar=('NAME', 'KEY=VALUE'), help='a named set of overrides')
+                   metavar=('NAME', 'KEY=VALUE'), help=variant_help)
     p.add_argument('--num-train', type=int)
     p.add_argument('--num-val', type=int)
-    p.add_argument('--no-labels', action='store_true',
-                   help='skip the with-labels diagnostic')
-    p.add_argument('--work-dir', default='work_dirs/toy_decoder_sweep')
+    p.add_argument('--work-dir', default=f'work_dirs/{tool}')
     p.add_argument('--device', default=None)
     p.add_argument('--json')
     p.add_argument('--cfg-options', nargs='+', action=DictAction,
-                   help='overrides for every variant (and phase 1)')
+                   help='overrides for every variant')
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = sweep_parser('Decoder settings on the toy world', 'toy_decoder_sweep',
+                     'a named set of config overrides')
+    p.add_argument('--no-labels', action='store_true',
+                   help='skip the with-labels diagnostic')
     return p.parse_args(argv)
 
 

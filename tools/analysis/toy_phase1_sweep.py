@@ -32,10 +32,9 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 import projects.vpl  # noqa: E402,F401
-from mmengine.config import DictAction  # noqa: E402
 
 from paper_tables import PaperTables, command_line, emit  # noqa: E402
-from toy_decoder_sweep import parse_variant  # noqa: E402
+from toy_decoder_sweep import parse_variant, sweep_parser  # noqa: E402
 from toy_table3 import _mean_std, bench_setup, seed_world  # noqa: E402
 
 SPLITS = ('train', 'val')
@@ -58,18 +57,8 @@ def hook_overrides(options: Dict[str, object]) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description='Phase-1 settings on the toy world')
-    p.add_argument('--config', default='configs/vpl_clip_toy.py')
-    p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
-    p.add_argument('--variant', nargs='+', action='append', required=True,
-                   metavar=('NAME', 'KEY=VALUE'), help='a named set of hook overrides')
-    p.add_argument('--num-train', type=int)
-    p.add_argument('--num-val', type=int)
-    p.add_argument('--work-dir', default='work_dirs/toy_phase1_sweep')
-    p.add_argument('--device', default=None)
-    p.add_argument('--json')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction)
-    return p.parse_args(argv)
+    return sweep_parser('Phase-1 settings on the toy world', 'toy_phase1_sweep',
+                        'a named set of hook overrides').parse_args(argv)
 
 
 def format_table(report: dict) -> str:
