@@ -36,10 +36,14 @@ def test_phase1_sweep(tmp_path):
     assert v['one_iter']['train']['per_seed'] != v['vpl']['train']['per_seed']
     assert v['text']['train']['per_seed'] != v['vpl']['train']['per_seed']
     assert v['one_iter']['options'] == {'vpl.iters': 1}
-    # a rerun reads every stage back
+    # a rerun reads every stage back: no stage file is written again
+    stages = sorted((tmp_path / 'work' / 'seed0' / 'stages').glob('phase1_sweep_*.json'))
+    assert len(stages) == 4
+    written = {p: p.stat().st_mtime_ns for p in stages}
     again = run_tool(args, env_extra=ONE_THREAD)
     assert json.loads(out.read_text())['variants'] == v
     assert 'world seed 0' in again
+    assert {p: p.stat().st_mtime_ns for p in stages} == written
     with pytest.raises(AssertionError, match='unknown override group'):
         run_tool([sys.executable, 'tools/analysis/toy_phase1_sweep.py', *SMALL,
                   '--variant', 'bad', 'decoder.lr=1', '--work-dir', str(tmp_path / 'w2')])
