@@ -115,8 +115,9 @@ def test_last_blocks_and_helpers():
     assert last_blocks(12) == (5, 6, 7, 8, 9, 10, 11, 12)
     assert last_blocks(3) == (1, 2, 3)
     assert last_blocks(12, 2) == (11, 12)
-    with pytest.raises(ValueError, match='caa_blocks must be >= 1, got 0'):
-        last_blocks(12, 0)
+    assert last_blocks(12, 0) == ()  # CAA off
+    with pytest.raises(ValueError, match=r'caa_blocks must be >= 0 \(0: no CAA\), got -1'):
+        last_blocks(12, -1)
     cams = torch.tensor([[[0.2, 1.0]], [[0.6, 0.1]]])
     assert torch.allclose(background_score(cams), torch.tensor([[[0.4, 0.0]]]))
     assert torch.allclose(background_score(cams, 2), torch.tensor([[[0.16, 0.0]]]))

@@ -107,3 +107,23 @@ def test_entries_round_trip():
     assert Pass2Cache(10).put('a', x, sym) == ''  # no room
     with pytest.raises(ValueError, match='cache dtype'):
         Pass2Cache(1, dtype='bfloat16')
+
+
+def test_caa_off_uses_the_gradcams_and_no_cache(tiny_clip, records, tmp_path, monkeypatch):
+    """``caa_blocks=0`` (the ablation of CLIP-ES's CAA): no attention is requested, the
+    'refined' CAMs are the GradCAMs themselves, and pass 2 reruns CLIP (nothing to keep)."""
+    phase1 = Phase1(tiny_clip, records, text_protos(), NUM_FG, str(tmp_path / 'p'), vpl=VPL,
+                    cam=CAMConfig(caa_blocks=0, cache_memory_gb=1))
+    assert phase1.blocks == ()
+    batches = list(phase1.cam_batches(records, phase1.text_protos, False))
+    assert sum(len(b[0]) for b in batches) == len(records)
+    for _, _, out, refined in batches:
+        assert out.attn == {} and refined is out.cams
+    with_caa = list(Phase1(tiny_clip, records, text_protos(), NUM_FG, str(tmp_path / 'q'),
+                           vpl=VPL, cam=CAMConfig(caa_blocks=2)).cam_batches(
+                               records, phase1.text_protos, False))
+    assert any(not torch.equal(a, b) for (_, _, _, r1), (_, _, _, r2) in zip(batches, with_caa)
+               for a, b in zip(r1, r2))  # CAA changes the CAMs, so the switch is seen
+    calls = count_forwards(tiny_clip, monkeypatch)
+    result = run(tiny_clip, records, tmp_path / 'run', caa_blocks=0, cache_memory_gb=1)
+    assert sum(calls) == 2 * len(records) and result.prototypes.shape[0] > NUM_FG

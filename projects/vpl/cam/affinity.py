@@ -22,9 +22,12 @@ from .gradcam import minmax_normalise
 
 def last_blocks(num_layers: int, count: int = 8) -> Tuple[int, ...]:
     """1-based indices of the last ``count`` blocks (CLIP-ES: blocks 5..12 of ViT-B/16);
-    all blocks when the model has fewer (as CLIP-ES's ``[-8:]`` slice)."""
-    if count < 1:
-        raise ValueError(f'caa_blocks must be >= 1, got {count}')
+    all blocks when the model has fewer (as CLIP-ES's ``[-8:]`` slice); none for
+    ``count = 0`` (CAA off: the GradCAMs unrefined, CLIP-ES's ablation)."""
+    if count < 0:
+        raise ValueError(f'caa_blocks must be >= 0 (0: no CAA), got {count}')
+    if count == 0:
+        return ()
     return tuple(range(max(1, num_layers - count + 1), num_layers + 1))
 
 

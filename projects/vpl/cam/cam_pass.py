@@ -31,8 +31,11 @@ def _digest(obj) -> str:
 
 def make_cache(phase1, reserve: int = 0) -> Optional[Pass2Cache]:
     """The pass-2 cache of ``phase1``'s settings (``cam.cache_*``), or None when it has no
-    room. ``reserve``: host bytes to leave free (a pixel set kept on the CPU)."""
+    room or nothing to keep (no CAA: pass 2 reruns CLIP). ``reserve``: host bytes to
+    leave free (a pixel set kept on the CPU)."""
     cam = phase1.cam
+    if not phase1.blocks:
+        return None
     memory = cam.cache_memory_gb
     if memory is None:  # half the available memory, shared by the local ranks
         free = available_memory() or 0
@@ -86,7 +89,8 @@ def cam_batches(phase1, records: Sequence[ImageRecord], protos: torch.Tensor,
     (:mod:`.affinity`) of ``records`` with ``phase1``'s settings.
 
     Yields ``(records, RGB images, CAMBatch, refined CAMs)`` per batch (refined: per
-    image ``(K_i, h, w)`` on the patch grid, rows in label order). ``features``: also
+    image ``(K_i, h, w)`` on the patch grid, rows in label order; the GradCAMs
+    themselves when CAA is off, ``cam.caa_blocks = 0``). ``features``: also
     return the pixel features. ``cache``: with ``store``, keep each image's pass-2 inputs
     in it; without, start a batch whose images are all in it from the last block
     (:func:`~.gradcam.gradcam_from_last`: the same bits as the full forward).
@@ -123,11 +127,12 @@ def cam_batches(phase1, records: Sequence[ImageRecord], protos: torch.Tensor,
                 out = clip_gradcam(clip, x.to(device), labels, protos, phase1.num_fg,
                                    phase1.blocks, features, cam.method, amp,
                                    return_last=store)
-                sym = sinkhorn_symmetric([out.attn[b] for b in phase1.blocks],
-                                         cam.sinkhorn_rounds)
+                sym = (sinkhorn_symmetric([out.attn[b] for b in phase1.blocks],
+                                          cam.sinkhorn_rounds) if phase1.blocks else None)
                 if store and cache is not None:
                     for i, rec in enumerate(batch):
                         cache.put(rec.name, out.x_last[i], sym[i])
                 out.x_last, out.attn = None, {}
-            refined = refine_batch(square(sym, cam.affinity_power), out.cams, cam.phi)
+            refined = (refine_batch(square(sym, cam.affinity_power), out.cams, cam.phi)
+                       if sym is not None else out.cams)
             yield batch, images, out, refined

@@ -18,7 +18,8 @@ class CAMConfig:
         method: ``'grads_batched'`` or ``'replicate'`` (:mod:`.gradcam`).
         amp: None, ``'bf16'`` or ``'fp16'`` autocast for CLIP (GPU speed).
         phi: box threshold Φ.
-        caa_blocks: attention of the last this many blocks.
+        caa_blocks: attention of the last this many blocks; 0: no CAA (the GradCAMs
+            unrefined; an ablation, CLIP-ES's "w/o CAA").
         sinkhorn_rounds: column/row normalisation rounds.
         affinity_power: times the symmetrised affinity is squared.
         bg_power: exponent α of the background score.
