@@ -5,7 +5,8 @@
     python demo/cam_demo.py IMG --classes cat dog [--config CONFIG] \
         [--prototypes work_dirs/RUN/vpl_prototypes.pth | CHECKPOINT] --out-file OUT.png
 
-One column per class, two rows: CLIP-ES's GradCAM + CAA with the **text prototypes**
+One column per class, two rows: CLIP-ES's GradCAM (+ CAA unless the config turns it
+off, as the toy config does; the figure title says which) with the **text prototypes**
 ``Z`` (Table 3 row I) and with the **vision prototypes** ``W`` of a VPL run (row II),
 each overlaid on the image (:class:`projects.vpl.apis.CAMInferencer`, phase 1's own CAM
 code). A class the prototype file has no row for keeps its text prototype in the second
@@ -57,6 +58,13 @@ def panel_titles(result: CAMResult) -> list:
     return [text, vision]
 
 
+def figure_title(result: CAMResult, source: str) -> str:
+    """What the maps are: GradCAM with or without CAA, and where W came from."""
+    cams = 'GradCAM + CAA' if result.caa else 'GradCAM (CAA off in this config)'
+    bg = 'learned' if result.background_learned else 'text'
+    return f'{cams}; vision prototypes: {source}; background: {bg} prototypes'
+
+
 def overlay(image: np.ndarray, cam: np.ndarray, opacity: float) -> np.ndarray:
     """``image`` with ``cam`` (``[0, 1]``) as a jet heat map on top."""
     from matplotlib import colormaps
@@ -81,9 +89,7 @@ def draw(result: CAMResult, out_file, opacity: float, source: str) -> None:
             ax.imshow(overlay(result.image, maps[col], opacity))
             ax.set_title(titles[col], fontsize=8)
             ax.set_axis_off()
-    bg = 'learned' if result.background_learned else 'text'
-    fig.suptitle(f'GradCAM + CAA; vision prototypes: {source}; background: {bg} prototypes',
-                 fontsize=7)
+    fig.suptitle(figure_title(result, source), fontsize=7)
     fig.tight_layout()
     if out_file:
         fig.savefig(out_file, dpi=100)

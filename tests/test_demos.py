@@ -3,6 +3,7 @@
 A toy checkpoint is trained once for the module (``tools/train.py`` on the toy config:
 a world of 8 train / 2 val images, 10 VPL iterations, 2 decoder iterations, CAMs saved).
 """
+import dataclasses
 import importlib.util
 import sys
 
@@ -130,6 +131,11 @@ def test_cam_demo_vision_cams_are_phase1s(toy_run, tmp_path):
     assert np.abs(result.vision - saved).max() < 2e-2  # saved as float16
     assert not np.allclose(result.vision, result.text, atol=1e-2)  # W is not Z
     assert Image.open(out).size[0] > Image.open(out).size[1]      # columns per class
+    # the title says what the maps are: the toy config runs without CAA
+    assert not result.caa
+    assert demo.figure_title(result, 'run').startswith('GradCAM (CAA off in this config);')
+    assert demo.figure_title(dataclasses.replace(result, caa=True), 'run').startswith(
+        'GradCAM + CAA;')
 
     extra = demo.main([str(world / 'JPEGImages' / f'{name}.jpg'), '--classes',
                        classes[0], 'zebra', '--prototypes', str(work / 'vpl_prototypes.pth'),

@@ -111,7 +111,7 @@ def test_entries_round_trip():
 
 def test_caa_off_uses_the_gradcams_and_no_cache(tiny_clip, records, tmp_path, monkeypatch):
     """``caa_blocks=0`` (the ablation of CLIP-ES's CAA): no attention is requested, the
-    'refined' CAMs are the GradCAMs themselves, and pass 2 reruns CLIP (nothing to keep)."""
+    'refined' CAMs are the GradCAMs themselves, and pass 2 reruns CLIP (no cache)."""
     phase1 = Phase1(tiny_clip, records, text_protos(), NUM_FG, str(tmp_path / 'p'), vpl=VPL,
                     cam=CAMConfig(caa_blocks=0, cache_memory_gb=1))
     assert phase1.blocks == ()

@@ -21,9 +21,10 @@ VI    + CRF at test (``--tta`` of the config)  toy val
 Diagnostic: row V again with the image-level labels given (absent classes' logits
 removed, :func:`~projects.vpl.evaluation.label_oracle_miou`), as rows I–III are given
 them, and as ``tools/test.py`` scores it (must equal row V).
-Seeds are the refined (CAA) CAMs' argmax with the background score (the seed metric
-of ``tools/eval_pseudo_labels.py``); pseudo-masks count ignored (255) pixels as misses.
-On val, rows I–III use the prototypes learned on train (VPL learns on train only).
+Seeds are the argmax of the CAMs (refined by CAA unless the config turns it off) with
+the background score (the seed metric of ``tools/eval_pseudo_labels.py``); pseudo-masks
+count ignored (255) pixels as misses. On val, rows I–III use the prototypes learned on
+train (VPL learns on train only).
 Also: the modality-gap figures of text vs vision prototypes (against GT patch labels of
 toy train), a τ_I sweep (optionally Φ and T_w sweeps) and single vs ensemble prompt
 templates (train seeds), and the wall time of every stage. A rerun skips every stage

@@ -18,10 +18,11 @@ Panels, left to right, each with its title:
 Both CAMs come from the code phase 1 runs: the config's ``VisionPrototypeHook`` is built
 with :func:`hook_from_config` and its :class:`~projects.vpl.cam.Phase1` (on the train
 split, as in training) makes them with :meth:`~projects.vpl.cam.Phase1.cam_batches`
-(GradCAM + CAA). ``--cam-style seed`` (default) shows the seed map — argmax over
-``[(1 - max_c cam_c)^α; CAMs]``, what seed mIoU scores — in the palette colours over the
-image, background as the dimmed grey image; ``heat`` colours each pixel with the palette
-colour of its strongest present class, as strong as that class's CAM (so it also shows
+(GradCAM + CAA, or the GradCAMs alone where the config turns CAA off).
+``--cam-style seed`` (default) shows the seed map — argmax over ``[(1 - max_c cam_c)^α;
+CAMs]``, what seed mIoU scores — in the palette colours over the image, background as
+the dimmed grey image; ``heat`` colours each pixel with the palette colour of its
+strongest present class, as strong as that class's CAM (so it also shows
 how confident the CAMs are). Label maps use the dataset palette; 255 (ignored) is white.
 
 ``W`` is read from ``--prototypes FILE``, else ``{work_dir}/vpl_prototypes.pth`` (the
@@ -161,7 +162,7 @@ def vision_prototypes(phase1: Phase1, work_dir: str, explicit: Optional[str],
 def refined_cams(phase1: Phase1, records: Sequence[ImageRecord], protos: torch.Tensor
                  ) -> Dict[str, torch.Tensor]:
     """``{name: (K, H, W)}`` refined CAMs at the image size, rows in label order
-    (phase 1's GradCAM + CAA with ``protos``)."""
+    (phase 1's GradCAM + CAA with ``protos``; no CAA where the config turns it off)."""
     out = {}
     for batch, images, _, refined in phase1.cam_batches(records, protos.to(
             phase1.clip.device), False):

@@ -2,7 +2,8 @@
 
 :class:`CAMInferencer` is what ``demo/cam_demo.py`` draws: for an image and a list of
 class names it makes, with phase 1's own code (:meth:`projects.vpl.cam.Phase1.cam_batches`:
-CLIP-ES's GradCAM, docs/method.md §2, refined by CAA, docs/method.md §3), the CAM of every class
+CLIP-ES's GradCAM, docs/method.md §2, refined by CAA, docs/method.md §3, unless the
+config turns CAA off), the CAM of every class
 
 * with the **text prototypes** ``Z`` (Table 3 row I), and
 * with the **vision prototypes** ``W`` learned by a VPL run (docs/method.md §4, row II), read
@@ -111,7 +112,8 @@ def _dataset_classes(cfg: Config) -> Optional[Tuple[str, ...]]:
 
 @dataclass
 class CAMResult:
-    """CAMs of one image: ``text`` and ``vision`` ``(C, H, W)`` in [0, 1], per class."""
+    """CAMs of one image: ``text`` and ``vision`` ``(C, H, W)`` in [0, 1], per class;
+    ``caa``: whether CAA refined them (the config's ``cam.caa_blocks`` > 0)."""
 
     image: np.ndarray
     classes: List[str]
@@ -120,6 +122,7 @@ class CAMResult:
     vision: np.ndarray
     learned: List[bool]
     background_learned: bool
+    caa: bool
     notes: List[str] = field(default_factory=list)
 
 
@@ -222,4 +225,4 @@ class CAMInferencer:
                     (_, _, _, refined), = list(phase1.cam_batches([record], protos, False))
                 maps.append(upsample(refined[0].detach(), image.shape[:2]).cpu().numpy())
         return CAMResult(image, names, prompts, maps[0], maps[1], learned, bg_learned,
-                         self.notes + notes)
+                         bool(phase1.blocks), self.notes + notes)
