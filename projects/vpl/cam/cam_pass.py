@@ -32,8 +32,7 @@ def _digest(obj) -> str:
 def make_cache(phase1, reserve: int = 0) -> Optional[Pass2Cache]:
     """The pass-2 cache of ``phase1``'s settings (``cam.cache_*``), or None when it has no
     room or CAA is off (an entry is the last block's input with CAA's matrix; without CAA
-    pass 2 reruns CLIP, a few seconds on the toy world, the one config that turns CAA
-    off). ``reserve``: host bytes to leave free (a pixel set kept on the CPU)."""
+    pass 2 reruns CLIP: cheap on the toy world, the one config that turns CAA off). ``reserve``: host bytes to leave free (a pixel set kept on the CPU)."""
     cam = phase1.cam
     if not phase1.blocks:
         return None
