@@ -1,5 +1,6 @@
 """CLIP once per image (docs/phase1.md): VPL's pass 2 starts from what pass 1 kept — the last
-block's input and CAA's Sinkhorn matrix — and writes the bits of a full second pass."""
+block's input and CAA's Sinkhorn matrix (none with CAA off) — and writes the bits of a full
+second pass."""
 import numpy as np
 import pytest
 import torch
@@ -105,13 +106,20 @@ def test_entries_round_trip():
     # float16 of S itself would err by ~4e-5 here; its deviation from uniform by < 1e-7
     assert (got_s - near_uniform).abs().max() < 1e-7
     assert Pass2Cache(10).put('a', x, sym) == ''  # no room
+    without_caa = Pass2Cache(1e6)  # cam.caa_blocks = 0: x_last alone
+    assert without_caa.put('a', x, None) == 'memory'
+    assert without_caa.used['memory'] == x.numel() * x.element_size()
+    got_x, got_s = without_caa.get('a', torch.device('cpu'))
+    assert torch.equal(got_x, x) and got_s is None
     with pytest.raises(ValueError, match='cache dtype'):
         Pass2Cache(1, dtype='bfloat16')
 
 
-def test_caa_off_uses_the_gradcams_and_no_cache(tiny_clip, records, tmp_path, monkeypatch):
+def test_caa_off_uses_the_gradcams_and_keeps_x_last(tiny_clip, records, tmp_path,
+                                                    monkeypatch):
     """``caa_blocks=0`` (the ablation of CLIP-ES's CAA): no attention is requested, the
-    'refined' CAMs are the GradCAMs themselves, and pass 2 reruns CLIP (no cache)."""
+    'refined' CAMs are the GradCAMs themselves, and pass 2 still starts from the last
+    block (the cache keeps ``x_last`` alone), giving the bits of a full second pass."""
     phase1 = Phase1(tiny_clip, records, text_protos(), NUM_FG, str(tmp_path / 'p'), vpl=VPL,
                     cam=CAMConfig(caa_blocks=0, cache_memory_gb=1))
     assert phase1.blocks == ()
@@ -125,5 +133,26 @@ def test_caa_off_uses_the_gradcams_and_no_cache(tiny_clip, records, tmp_path, mo
     assert any(not torch.equal(a, b) for (_, _, _, r1), (_, _, _, r2) in zip(batches, with_caa)
                for a, b in zip(r1, r2))  # CAA changes the CAMs, so the switch is seen
     calls = count_forwards(tiny_clip, monkeypatch)
-    result = run(tiny_clip, records, tmp_path / 'run', caa_blocks=0, cache_memory_gb=1)
-    assert sum(calls) == 2 * len(records) and result.prototypes.shape[0] > NUM_FG
+    full = run(tiny_clip, records, tmp_path / 'full', caa_blocks=0, cache_memory_gb=0)
+    assert sum(calls) == 2 * len(records) and full.prototypes.shape[0] > NUM_FG
+    calls.clear()
+    logs = []
+    cached = run(tiny_clip, records, tmp_path / 'cached', logs, caa_blocks=0,
+                 cache_memory_gb=1)
+    assert sum(calls) == len(records)  # pass 2 ran the last block only
+    assert png_bytes(tmp_path / 'cached') == png_bytes(tmp_path / 'full')
+    a, b = cams_of(tmp_path / 'cached', records), cams_of(tmp_path / 'full', records)
+    assert all(np.array_equal(a[n], b[n]) for n in a)
+    assert any(f'{len(records)} images from the pass-2 cache' in m for m in logs)
+
+
+def test_caa_settings_leave_the_fingerprint_when_caa_is_off(tiny_clip, records, tmp_path):
+    """With CAA off, Φ / Sinkhorn rounds / affinity power change no byte, so they must not
+    force a rerun; with CAA on they do."""
+    def fingerprint(**cam):
+        return Phase1(tiny_clip, records, text_protos(), NUM_FG, str(tmp_path / 'f'),
+                      vpl=VPL, cam=CAMConfig(**cam)).config()['cam']
+    off = fingerprint(caa_blocks=0)
+    assert off == fingerprint(caa_blocks=0, phi=0.7, sinkhorn_rounds=1, affinity_power=2)
+    assert 'bg_power' in off and off != fingerprint(caa_blocks=0, bg_power=2.0)
+    assert fingerprint(caa_blocks=2) != fingerprint(caa_blocks=2, phi=0.7)

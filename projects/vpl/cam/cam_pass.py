@@ -31,11 +31,8 @@ def _digest(obj) -> str:
 
 def make_cache(phase1, reserve: int = 0) -> Optional[Pass2Cache]:
     """The pass-2 cache of ``phase1``'s settings (``cam.cache_*``), or None when it has no
-    room or CAA is off (an entry is the last block's input with CAA's matrix; without CAA
-    pass 2 reruns CLIP: cheap on the toy world, the one config that turns CAA off). ``reserve``: host bytes to leave free (a pixel set kept on the CPU)."""
+    room. ``reserve``: host bytes to leave free (a pixel set kept on the CPU)."""
     cam = phase1.cam
-    if not phase1.blocks:
-        return None
     memory = cam.cache_memory_gb
     if memory is None:  # half the available memory, shared by the local ranks
         free = available_memory() or 0
@@ -44,8 +41,10 @@ def make_cache(phase1, reserve: int = 0) -> Optional[Pass2Cache]:
     disk = None
     if cam.cache_dir:
         key = dict(clip=phase1.clip.fingerprint, norm=phase1.mean + phase1.std,
-                   scale=cam.scale, blocks=phase1.blocks, rounds=cam.sinkhorn_rounds,
-                   amp=cam.amp, dtype=cam.cache_dtype, pos=phase1.clip.pos_interpolation)
+                   scale=cam.scale, blocks=phase1.blocks, amp=cam.amp,
+                   dtype=cam.cache_dtype, pos=phase1.clip.pos_interpolation)
+        if phase1.blocks:
+            key['rounds'] = cam.sinkhorn_rounds
         disk = os.path.join(cam.cache_dir, 'vpl_pass2_' + _digest(key)[:16])
     if memory <= 0 and disk is None:
         return None
@@ -115,12 +114,13 @@ def cam_batches(phase1, records: Sequence[ImageRecord], protos: torch.Tensor,
                 nxt = load(j + 1)
             labels = [r.labels for r in batch]
             entries = [cache.get(r.name, device) for r in batch] if reuse[j] else []
-            if entries and all(e is not None for e in entries):
+            if entries and all(e is not None and (e[1] is not None) == bool(phase1.blocks)
+                               for e in entries):
                 h, w = in_sizes[j]
                 out = gradcam_from_last(clip, torch.stack([e[0] for e in entries]),
                                         (h // patch, w // patch), labels, protos,
                                         phase1.num_fg, features, cam.method, amp)
-                sym = torch.stack([e[1] for e in entries])
+                sym = torch.stack([e[1] for e in entries]) if phase1.blocks else None
             else:
                 if x is None:
                     x = load_batch(phase1, batch, in_sizes[j])[1]
@@ -131,7 +131,7 @@ def cam_batches(phase1, records: Sequence[ImageRecord], protos: torch.Tensor,
                                           cam.sinkhorn_rounds) if phase1.blocks else None)
                 if store and cache is not None:
                     for i, rec in enumerate(batch):
-                        cache.put(rec.name, out.x_last[i], sym[i])
+                        cache.put(rec.name, out.x_last[i], None if sym is None else sym[i])
                 out.x_last, out.attn = None, {}
             refined = (refine_batch(square(sym, cam.affinity_power), out.cams, cam.phi)
                        if sym is not None else out.cams)

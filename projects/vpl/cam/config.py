@@ -6,6 +6,8 @@ from typing import Optional
 import torch
 
 AMP_DTYPES = {None: None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+#: :class:`CAMConfig` fields that only CAA reads (no effect with ``caa_blocks = 0``).
+CAA_SETTINGS = ('phi', 'sinkhorn_rounds', 'affinity_power')
 
 
 @dataclass

@@ -10,6 +10,8 @@ VPL targets, features) and with the learned ``W`` (pass 2, the pseudo-labels). B
 * ``S``: CAA's symmetrised Sinkhorn matrix before squaring (``hw × hw``, exactly
   symmetric, so only its upper triangle is kept); pass 2 squares it again
   (:func:`~.affinity.square`: one ``hw³`` product, ~1 % of a ViT-B/16 forward).
+  Without CAA (``cam.caa_blocks = 0``) an entry is ``x_last`` alone: pass 2 still starts
+  from the last block.
 
 Both are kept as computed (``dtype=None``): pass 2 then gives the bits of a full
 recomputation. ``dtype='float16'`` halves the size at the cost of CAM differences
@@ -74,19 +76,26 @@ class Pass2Cache:
             self._index[key] = _pair_index(n, device)
         return self._index[key]
 
-    def _pack(self, x_last: torch.Tensor, sym: torch.Tensor) -> dict:
-        n = sym.shape[-1]
-        upper = sym.reshape(-1)[self._pairs(n, sym.device)[0]]
-        entry = dict(n=n, x_dtype=str(x_last.dtype).split('.')[-1],
-                     s_dtype=str(sym.dtype).split('.')[-1])
-        if self.dtype is not None:  # n·S - 1: the deviation from uniform, ~1 or less
-            x_last, upper = x_last.to(self.dtype), (upper * n - 1).to(self.dtype)
-        entry.update(x_last=x_last.detach().cpu().clone(), upper=upper.cpu().clone())
+    def _pack(self, x_last: torch.Tensor, sym: Optional[torch.Tensor]) -> dict:
+        entry = dict(x_dtype=str(x_last.dtype).split('.')[-1])
+        if self.dtype is not None:
+            x_last = x_last.to(self.dtype)
+        entry['x_last'] = x_last.detach().cpu().clone()
+        if sym is not None:
+            n = sym.shape[-1]
+            upper = sym.reshape(-1)[self._pairs(n, sym.device)[0]]
+            entry.update(n=n, s_dtype=str(sym.dtype).split('.')[-1])
+            if self.dtype is not None:  # n·S - 1: the deviation from uniform, ~1 or less
+                upper = (upper * n - 1).to(self.dtype)
+            entry['upper'] = upper.cpu().clone()
         return entry
 
-    def _unpack(self, entry: dict, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
-        n = int(entry['n'])
+    def _unpack(self, entry: dict, device: torch.device
+                ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         x_last = entry['x_last'].to(device, getattr(torch, entry['x_dtype']))
+        if 'upper' not in entry:
+            return x_last, None
+        n = int(entry['n'])
         upper = entry['upper'].to(device, getattr(torch, entry['s_dtype']))
         if self.dtype is not None:
             upper = (upper + 1) / n
@@ -98,11 +107,13 @@ class Pass2Cache:
 
     @staticmethod
     def _bytes(entry: dict) -> int:
-        return sum(t.numel() * t.element_size() for t in (entry['x_last'], entry['upper']))
+        return sum(entry[k].numel() * entry[k].element_size()
+                   for k in ('x_last', 'upper') if k in entry)
 
-    def put(self, name: str, x_last: torch.Tensor, sym: torch.Tensor) -> str:
-        """Keep image ``name``'s ``x_last`` ``(1+hw, width)`` and ``S`` ``(hw, hw)``;
-        returns where (``'memory'``, ``'disk'``, or ``''`` when both are full)."""
+    def put(self, name: str, x_last: torch.Tensor, sym: Optional[torch.Tensor]) -> str:
+        """Keep image ``name``'s ``x_last`` ``(1+hw, width)`` and ``S`` ``(hw, hw)`` (None
+        without CAA); returns where (``'memory'``, ``'disk'``, or ``''`` when both are
+        full)."""
         entry = self._pack(x_last, sym)
         size = self._bytes(entry)
         if self.used['memory'] + size <= self.memory_bytes:
@@ -123,9 +134,9 @@ class Pass2Cache:
             self.disk_dir and os.path.isfile(self._path(name)))
 
     def get(self, name: str, device: torch.device
-            ) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
-        """``(x_last, S)`` of image ``name`` on ``device`` in their computed dtypes, or
-        None."""
+            ) -> Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]]:
+        """``(x_last, S)`` of image ``name`` on ``device`` in their computed dtypes (``S``
+        None if it was put without), or None."""
         entry = self._memory.get(name)
         if entry is None and self.disk_dir and os.path.isfile(self._path(name)):
             try:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from ..utils.dist import barrier, rank_world
 from .affinity import background_score, last_blocks
 from .cam_pass import block_batches, cam_batches, make_cache
-from .config import AMP_DTYPES, CAMConfig, Phase1Result, VPLConfig
+from .config import AMP_DTYPES, CAA_SETTINGS, CAMConfig, Phase1Result, VPLConfig
 from .crf import CRFParams
 from .folder import (HOW_TO_CONTINUE, PROTOTYPE_FILE, STATE_FILE, Phase1Folder,  # noqa: F401
                      digest, io_error, tensor_digest)
@@ -137,9 +137,11 @@ class Phase1:
         pixel differently) and the devices. Not in it: the number of ranks (the learning's
         sums are exact and blocks are the split's, :mod:`.pixel_set`), the pass-2 cache
         (the same bits as recomputing, :mod:`.pass2_cache`), the gap figures and the log
-        interval (the log only)."""
-        cam = {k: v for k, v in asdict(self.cam).items()
-               if k not in ('cache_memory_gb', 'cache_dir', 'cache_disk_gb')}
+        interval (the log only), and CAA's own settings when CAA is off."""
+        skip = {'cache_memory_gb', 'cache_dir', 'cache_disk_gb'}
+        if not self.blocks:  # CAA off: its settings change nothing
+            skip |= set(CAA_SETTINGS)
+        cam = {k: v for k, v in asdict(self.cam).items() if k not in skip}
         vpl = None
         if self.mode == 'vision':
             vpl = {k: v for k, v in asdict(self.vpl).items()
