@@ -1,0 +1,52 @@
+"""tools/analysis/attention_mass.py: the per-class attention screen (docs/phase1.md)."""
+import json
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import ROOT
+
+from projects.vpl.cam.images import ImageRecord
+
+sys.path.insert(0, str(ROOT / 'tools' / 'analysis'))
+import attention_mass as tool  # noqa: E402
+from test_visualize_cams import write_config  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def test_mass_is_the_share_of_each_query_on_the_patches():
+    attn = torch.tensor([[0.5, 0.3, 0.1, 0.05],    # 0.05 left to the class token
+                         [0.1, 0.1, 0.1, 0.7],
+                         [0.25, 0.25, 0.25, 0.25],
+                         [0.0, 0.9, 0.1, 0.0]])
+    on = torch.tensor([True, False, False, True])
+    assert tool.attention_mass(attn, on) == pytest.approx((0.55 + 0.8 + 0.5 + 0.0) / 4)
+    assert tool.attention_mass(torch.full((4, 4), 0.25), on) == pytest.approx(0.5)
+
+
+def test_tool_on_a_config(tiny_voc, tmp_path):
+    config = write_config(tmp_path, tiny_voc)
+    out = tmp_path / 'mass.json'
+    result = tool.main([str(config), '--num-per-class', '2', '--json', str(out),
+                        '--device', 'cpu'])
+    assert json.loads(out.read_text())['classes'].keys() == result['classes'].keys()
+    assert result['classes']
+    for row in result['classes'].values():
+        assert 1 <= row['images'] <= 2 and 0 < row['area'] <= 1
+        assert [int(b) for b in row['mass']] == list(range(1, len(row['mass']) + 1))
+        assert all(0 <= m <= 1 for m in row['mass'].values())
+    first = (tiny_voc / 'ImageSets/Segmentation/train.txt').read_text().split()[0]
+    mask = tiny_voc / 'SegmentationClass' / f'{first}.png'
+    mask.unlink()
+    with pytest.raises(FileNotFoundError, match=first):  # the dataset reads labels from it
+        tool.main([str(config), '--device', 'cpu'])
+
+
+def test_images_without_masks_are_named_before_any_forward(tmp_path):
+    phase1 = SimpleNamespace(clip=SimpleNamespace(num_layers=2))  # no CLIP: nothing runs
+    records = [ImageRecord('a', str(tmp_path / 'a.jpg'), [1], str(tmp_path / 'a.png')),
+               ImageRecord('b', str(tmp_path / 'b.jpg'), [1, 2], None)]
+    with pytest.raises(FileNotFoundError, match='a.jpg.*a.png'):
+        tool.class_attention(phase1, records, 2)

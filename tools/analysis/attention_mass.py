@@ -1,0 +1,145 @@
+"""Where CLIP's attention goes, per class: a screen for GradCAM (docs/phase1.md, the toy
+world's seeds).
+
+    python tools/analysis/attention_mass.py CONFIG [--split train|val] [--num-per-class N] \
+        [--json OUT] [--cfg-options model.backbone.clip.checkpoint=...]
+
+CLIP-ES's GradCAM (docs/method.md §2) reads the last block's ``ln_1`` output, and its
+gradient reaches a patch only through that block's attention: a class whose patches the
+last block does not attend to gets its map from the other patches. For each foreground
+class this prints, over the first ``N`` images of the split that contain it (list order,
+the config's phase-1 input size and normalisation, ground-truth masks at the patch grid,
+nearest):
+
+* ``area``: the share of the image's patches that are the class's;
+* for every block ``b``: ``mass`` = the share of each patch's attention (head average,
+  over all tokens, the class token included) that lands on the class's patches,
+  averaged over all query patches — ``mass / area`` > 1: the block gathers the class,
+  < 1: it looks elsewhere.
+
+The JSON (``--json``): ``classes`` → ``{name: dict(images, area, mass={block: value})}``.
+A diagnostic of the model, not of the method: it reads ground-truth masks, so it never
+feeds training.
+"""
+import argparse
+import os.path as osp
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+
+import projects.vpl  # noqa: E402,F401  (registers the VPL components)
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.registry import DefaultScope  # noqa: E402
+
+from paper_tables import emit  # noqa: E402
+from projects.vpl.cam.cam_pass import load_batch  # noqa: E402
+from projects.vpl.cam.images import (ImageRecord, clip_input_size, image_size,  # noqa: E402
+                                     load_mask)
+from projects.vpl.engine.vision_prototype_hook import hook_from_config  # noqa: E402
+from visualize_cams import split_records  # noqa: E402
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('config', help='a config with a VisionPrototypeHook')
+    p.add_argument('--split', choices=['train', 'val'], default='train')
+    p.add_argument('--num-per-class', type=int, default=15,
+                   help='images per class (the first that contain it; default 15)')
+    p.add_argument('--json', help='write the figures here')
+    p.add_argument('--device', default=None, help='cuda / cpu (default: cuda if available)')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+                   help='override config settings, key=value')
+    args = p.parse_args(argv)
+    if args.num_per_class < 1:
+        p.error('--num-per-class must be >= 1')
+    return args
+
+
+def attention_mass(attn: torch.Tensor, on: torch.Tensor) -> float:
+    """Share of each query patch's attention that lands on the patches ``on`` ``(hw,)``
+    (bool), averaged over the queries; ``attn`` ``(hw, hw)``: patch-to-patch rows of the
+    full attention (the class token's column left out, so a row sums to 1 minus what the
+    query gives the class token)."""
+    return float(attn[:, on].sum(dim=1).mean())
+
+
+def patch_labels(rec: ImageRecord, grid) -> torch.Tensor:
+    """The GT mask of ``rec`` at the patch grid (nearest), flattened."""
+    gt = torch.from_numpy(load_mask(rec.seg_map_path, image_size(rec.img_path)))
+    return F.interpolate(gt[None, None].float(), size=tuple(grid),
+                         mode='nearest-exact').flatten().long()
+
+
+def class_attention(phase1, records: Sequence[ImageRecord], num_per_class: int
+                    ) -> Dict[int, dict]:
+    """Per foreground class id: ``images``, mean ``area`` and per-block mean ``mass``
+    (module docstring) over its first ``num_per_class`` images of ``records``."""
+    clip, blocks = phase1.clip, tuple(range(1, phase1.clip.num_layers + 1))
+    chosen: Dict[int, List[ImageRecord]] = {}
+    for rec in records:
+        for c in rec.labels:
+            if len(chosen.setdefault(c, [])) < num_per_class:
+                chosen[c].append(rec)
+    for rec in (r for recs in chosen.values() for r in recs):
+        if not rec.seg_map_path or not osp.isfile(rec.seg_map_path):
+            raise FileNotFoundError(f'{rec.img_path}: no ground-truth mask '
+                                    f'({rec.seg_map_path}); the screen needs masks')
+    out: Dict[int, dict] = {}
+    for c in sorted(chosen):
+        area, mass = [], {b: [] for b in blocks}
+        for rec in chosen[c]:
+            size = clip_input_size(*image_size(rec.img_path), clip.patch_size,
+                                   phase1.cam.scale)
+            x = load_batch(phase1, [rec], size)[1].to(clip.device)
+            _, attn, grid = clip.gradcam_inputs(x, blocks)
+            on = (patch_labels(rec, grid) == c).to(clip.device)
+            area.append(float(on.float().mean()))
+            for b in blocks:
+                mass[b].append(attention_mass(attn[b][0].float(), on))
+        out[c] = dict(images=len(chosen[c]), area=float(np.mean(area)),
+                      mass={b: float(np.mean(v)) for b, v in mass.items()})
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    """Print the table (and write ``--json``); returns the JSON's content."""
+    args = parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    DefaultScope.get_instance(f'attention-mass-{time.time()}',
+                              scope_name=cfg.get('default_scope', 'mmseg'))
+    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    hook, clip, dataset, pre = hook_from_config(cfg, device)
+    phase1, _ = hook.make_phase1(clip, dataset, cfg.get('work_dir') or 'work_dirs/attention',
+                                 logger=lambda m: None, preprocessor=pre)
+    meta = dataset.metainfo if not isinstance(dataset, list) else {}
+    classes = list(meta.get('classes') or
+                   ['background'] + [str(i) for i in range(1, phase1.num_fg + 1)])
+    with torch.no_grad():
+        per_class = class_attention(phase1, split_records(cfg, args.split, phase1,
+                                                          phase1.num_fg),
+                                    args.num_per_class)
+    blocks = list(range(1, clip.num_layers + 1))
+    lines = [f'attention mass on each class\'s patches ({args.split}; share of each patch\'s '
+             'attention, mean over query patches; mass/area > 1: the block gathers the '
+             'class)',
+             f'{"class":12s} {"images":>6s} {"area":>6s} ' +
+             ' '.join(f'{"b" + str(b):>6s}' for b in blocks) + '  last/area']
+    for c, row in per_class.items():
+        lines.append(f'{classes[c]:12s} {row["images"]:6d} {row["area"]:6.3f} ' +
+                     ' '.join(f'{row["mass"][b]:6.3f}' for b in blocks) +
+                     f'  {row["mass"][blocks[-1]] / max(row["area"], 1e-12):9.2f}')
+    result = dict(config=args.config, split=args.split, num_per_class=args.num_per_class,
+                  classes={classes[c]: row for c, row in per_class.items()})
+    return emit(result, '\n'.join(lines), args.json)
+
+if __name__ == '__main__':
+    main()
