@@ -118,8 +118,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                               scope_name=cfg.get('default_scope', 'mmseg'))
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     hook, clip, dataset, pre = hook_from_config(cfg, device)
-    phase1, _ = hook.make_phase1(clip, dataset, cfg.get('work_dir') or 'work_dirs/attention',
-                                 logger=lambda m: None, preprocessor=pre)
+    work_dir = cfg.get('work_dir') or osp.join(  # where the run caches text prototypes
+        './work_dirs', osp.splitext(osp.basename(args.config))[0])
+    phase1, _ = hook.make_phase1(clip, dataset, work_dir, logger=lambda m: None,
+                                 preprocessor=pre)
     meta = dataset.metainfo if not isinstance(dataset, list) else {}
     classes = list(meta.get('classes') or
                    ['background'] + [str(i) for i in range(1, phase1.num_fg + 1)])
