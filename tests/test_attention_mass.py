@@ -29,19 +29,20 @@ def test_mass_is_the_share_of_each_query_on_the_patches():
 def test_tool_on_a_config(tiny_voc, tmp_path):
     config = write_config(tmp_path, tiny_voc)
     out = tmp_path / 'mass.json'
-    result = tool.main([str(config), '--num-per-class', '2', '--json', str(out),
-                        '--device', 'cpu'])
+    opts = ['--device', 'cpu', '--cfg-options', f'work_dir={tmp_path / "wd"}']
+    result = tool.main([str(config), '--num-per-class', '2', '--json', str(out)] + opts)
     assert json.loads(out.read_text())['classes'].keys() == result['classes'].keys()
     assert result['classes']
     for row in result['classes'].values():
         assert 1 <= row['images'] <= 2 and 0 < row['area'] <= 1
         assert [int(b) for b in row['mass']] == list(range(1, len(row['mass']) + 1))
         assert all(0 <= m <= 1 for m in row['mass'].values())
+    assert list((tmp_path / 'wd').iterdir())  # the run's text-prototype cache, nothing else
     first = (tiny_voc / 'ImageSets/Segmentation/train.txt').read_text().split()[0]
     mask = tiny_voc / 'SegmentationClass' / f'{first}.png'
     mask.unlink()
     with pytest.raises(FileNotFoundError, match=first):  # the dataset reads labels from it
-        tool.main([str(config), '--device', 'cpu'])
+        tool.main([str(config)] + opts)
 
 
 def test_images_without_masks_are_named_before_any_forward(tmp_path):
