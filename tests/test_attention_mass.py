@@ -37,7 +37,7 @@ def test_tool_on_a_config(tiny_voc, tmp_path):
         assert 1 <= row['images'] <= 2 and 0 < row['area'] <= 1
         assert [int(b) for b in row['mass']] == list(range(1, len(row['mass']) + 1))
         assert all(0 <= m <= 1 for m in row['mass'].values())
-    assert list((tmp_path / 'wd').iterdir())  # the run's text-prototype cache, nothing else
+    assert list((tmp_path / "wd").iterdir())  # the text-prototype cache went there
     first = (tiny_voc / 'ImageSets/Segmentation/train.txt').read_text().split()[0]
     mask = tiny_voc / 'SegmentationClass' / f'{first}.png'
     mask.unlink()
