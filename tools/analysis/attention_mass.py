@@ -24,7 +24,6 @@ feeds training.
 import argparse
 import os.path as osp
 import sys
-import time
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -35,15 +34,13 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 import projects.vpl  # noqa: E402,F401  (registers the VPL components)
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.registry import DefaultScope  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
 
 from paper_tables import emit  # noqa: E402
 from projects.vpl.cam.cam_pass import load_batch  # noqa: E402
 from projects.vpl.cam.images import (ImageRecord, clip_input_size, image_size,  # noqa: E402
                                      load_mask)
-from projects.vpl.engine.vision_prototype_hook import hook_from_config  # noqa: E402
-from visualize_cams import split_records  # noqa: E402
+from visualize_cams import class_names, phase1_from_config, split_records  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -111,20 +108,9 @@ def class_attention(phase1, records: Sequence[ImageRecord], num_per_class: int
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Print the table (and write ``--json``); returns the JSON's content."""
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    DefaultScope.get_instance(f'attention-mass-{time.time()}',
-                              scope_name=cfg.get('default_scope', 'mmseg'))
-    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    hook, clip, dataset, pre = hook_from_config(cfg, device)
-    work_dir = cfg.get('work_dir') or osp.join(  # where the run caches text prototypes
-        './work_dirs', osp.splitext(osp.basename(args.config))[0])
-    phase1, _ = hook.make_phase1(clip, dataset, work_dir, logger=lambda m: None,
-                                 preprocessor=pre)
-    meta = dataset.metainfo if not isinstance(dataset, list) else {}
-    classes = list(meta.get('classes') or
-                   ['background'] + [str(i) for i in range(1, phase1.num_fg + 1)])
+    cfg, _, phase1, meta, _ = phase1_from_config(args.config, args.cfg_options, None,
+                                                 args.device, logger=lambda m: None)
+    clip, classes = phase1.clip, class_names(meta, phase1.num_fg)
     with torch.no_grad():
         per_class = class_attention(phase1, split_records(cfg, args.split, phase1,
                                                           phase1.num_fg),
@@ -142,6 +128,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     result = dict(config=args.config, split=args.split, num_per_class=args.num_per_class,
                   classes={classes[c]: row for c, row in per_class.items()})
     return emit(result, '\n'.join(lines), args.json)
+
 
 if __name__ == '__main__':
     main()

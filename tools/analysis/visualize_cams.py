@@ -93,6 +93,33 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------ inputs
+def phase1_from_config(config: str, cfg_options: Optional[dict], work_dir: Optional[str],
+                       device: Optional[str], logger: Callable[[str], None] = print):
+    """The config's phase 1 as training builds it (:func:`hook_from_config`), for the
+    analysis tools. ``work_dir``: default the config's, else ``./work_dirs/CONFIG_NAME``
+    (where the run caches text prototypes); ``device``: default cuda if available.
+
+    Returns ``(cfg, hook, phase1, dataset metainfo, work_dir)``."""
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    DefaultScope.get_instance(f'vpl-analysis-{time.time()}',
+                              scope_name=cfg.get('default_scope', 'mmseg'))
+    work_dir = work_dir or cfg.get('work_dir') or osp.join(
+        './work_dirs', osp.splitext(osp.basename(config))[0])
+    device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    hook, clip, dataset, pre = hook_from_config(cfg, device)
+    phase1, _ = hook.make_phase1(clip, dataset, work_dir, logger=logger, preprocessor=pre)
+    meta = dataset.metainfo if not isinstance(dataset, list) else {}
+    return cfg, hook, phase1, meta, work_dir
+
+
+def class_names(meta: dict, num_fg: int) -> List[str]:
+    """The dataset's class names, else ``background, 1, 2, ...``."""
+    return list(meta.get('classes') or
+                ['background'] + [str(i) for i in range(1, num_fg + 1)])
+
+
 def split_records(cfg: Config, split: str, phase1: Phase1, num_fg: int
                   ) -> List[ImageRecord]:
     """The split's images with image-level labels: phase 1's records for ``train``; for
@@ -258,22 +285,12 @@ def draw_row(panels: Sequence[Tuple[str, np.ndarray]], legend: Sequence[Tuple[st
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Write one PNG per chosen image; returns ``{name: dict(path, panels, size)}``."""
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    DefaultScope.get_instance(f'visualize-{time.time()}',
-                              scope_name=cfg.get('default_scope', 'mmseg'))
-    work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        './work_dirs', osp.splitext(osp.basename(args.config))[0])
-    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     log = print
-    hook, clip, dataset, pre = hook_from_config(cfg, device)
-    phase1, _ = hook.make_phase1(clip, dataset, work_dir, logger=log,
-                                 preprocessor=pre)
-    meta = dataset.metainfo if not isinstance(dataset, list) else {}
+    cfg, hook, phase1, meta, work_dir = phase1_from_config(
+        args.config, args.cfg_options, args.work_dir, args.device, log)
+    device = str(phase1.clip.device)
     num_fg = phase1.num_fg
-    classes = list(meta.get('classes') or ['background'] + [str(i) for i in
-                                                            range(1, num_fg + 1)])
+    classes = class_names(meta, num_fg)
     lut = palette_lut(meta.get('palette') or
                       np.random.default_rng(0).integers(0, 256, (num_fg + 1, 3)).tolist())
     chosen = select(split_records(cfg, args.split, phase1, num_fg), args.names, args.num,
