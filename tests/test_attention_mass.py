@@ -35,6 +35,7 @@ def test_tool_on_a_config(tiny_voc, tmp_path):
     assert result['classes']
     for row in result['classes'].values():
         assert 1 <= row['images'] <= 2 and 0 < row['area'] <= 1
+        assert len(row['mass']) >= 2  # one entry per block of the CLIP
         assert [int(b) for b in row['mass']] == list(range(1, len(row['mass']) + 1))
         assert all(0 <= m <= 1 for m in row['mass'].values())
     assert list((tmp_path / "wd").iterdir())  # the text-prototype cache went there

@@ -148,11 +148,14 @@ def test_caa_off_uses_the_gradcams_and_keeps_x_last(tiny_clip, records, tmp_path
 
 def test_caa_settings_leave_the_fingerprint_when_caa_is_off(tiny_clip, records, tmp_path):
     """With CAA off, Φ / Sinkhorn rounds / affinity power change no byte, so they must not
-    force a rerun; with CAA on they do."""
+    force a rerun (they enter at their defaults: a folder written before keeps its
+    fingerprint); with CAA on they do."""
     def fingerprint(**cam):
         return Phase1(tiny_clip, records, text_protos(), NUM_FG, str(tmp_path / 'f'),
                       vpl=VPL, cam=CAMConfig(**cam)).config()['cam']
     off = fingerprint(caa_blocks=0)
     assert off == fingerprint(caa_blocks=0, phi=0.7, sinkhorn_rounds=1, affinity_power=2)
-    assert 'bg_power' in off and off != fingerprint(caa_blocks=0, bg_power=2.0)
-    assert fingerprint(caa_blocks=2) != fingerprint(caa_blocks=2, phi=0.7)
+    assert (off['phi'], off['sinkhorn_rounds'], off['affinity_power']) == (0.4, 3, 1)
+    assert off != fingerprint(caa_blocks=0, bg_power=2.0)
+    for key, value in dict(phi=0.7, sinkhorn_rounds=1, affinity_power=2).items():
+        assert fingerprint(caa_blocks=2) != fingerprint(caa_blocks=2, **{key: value})

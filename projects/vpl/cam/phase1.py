@@ -137,11 +137,14 @@ class Phase1:
         pixel differently) and the devices. Not in it: the number of ranks (the learning's
         sums are exact and blocks are the split's, :mod:`.pixel_set`), the pass-2 cache
         (the same bits as recomputing, :mod:`.pass2_cache`), the gap figures and the log
-        interval (the log only), and CAA's own settings when CAA is off."""
-        skip = {'cache_memory_gb', 'cache_dir', 'cache_disk_gb'}
-        if not self.blocks:  # CAA off: its settings change nothing
-            skip |= set(CAA_SETTINGS)
-        cam = {k: v for k, v in asdict(self.cam).items() if k not in skip}
+        interval (the log only). With CAA off, CAA's own settings read nothing: they enter
+        at their defaults (so changing them forces no rerun, and folders written before
+        keep their fingerprint)."""
+        cam = {k: v for k, v in asdict(self.cam).items()
+               if k not in ('cache_memory_gb', 'cache_dir', 'cache_disk_gb')}
+        if not self.blocks:
+            defaults = asdict(CAMConfig())
+            cam.update({k: defaults[k] for k in CAA_SETTINGS})
         vpl = None
         if self.mode == 'vision':
             vpl = {k: v for k, v in asdict(self.vpl).items()
