@@ -6,7 +6,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import ROOT
+from mmengine.config import Config
 
+from projects.vpl.cam.cam_pass import load_batch
 from projects.vpl.cam.images import ImageRecord
 
 sys.path.insert(0, str(ROOT / 'tools' / 'analysis'))
@@ -26,16 +28,23 @@ def test_mass_is_the_share_of_each_query_on_the_patches():
     assert tool.attention_mass(torch.full((4, 4), 0.25), on) == pytest.approx(0.5)
 
 
-def test_tool_on_a_config(tiny_voc, tmp_path):
+def test_tool_on_a_config(tiny_voc, tmp_path, monkeypatch):
     config = write_config(tmp_path, tiny_voc)
     out = tmp_path / 'mass.json'
     opts = ['--device', 'cpu', '--cfg-options', f'work_dir={tmp_path / "wd"}']
+    loaded = []
+    monkeypatch.setattr(tool, 'load_batch', lambda phase1, batch, size: loaded.append(
+        batch[0].name) or load_batch(phase1, batch, size))
     result = tool.main([str(config), '--num-per-class', '2', '--json', str(out)] + opts)
+    # one CLIP forward per image, however many of its classes chose it
+    assert len(loaded) == len(set(loaded))
+    assert sum(row['images'] for row in result['classes'].values()) > len(loaded)
+    layers = Config.fromfile(str(config)).tiny_clip_cfg['vision_cfg']['layers']
     assert json.loads(out.read_text())['classes'].keys() == result['classes'].keys()
     assert result['classes']
     for row in result['classes'].values():
         assert 1 <= row['images'] <= 2 and 0 < row['area'] <= 1
-        assert len(row['mass']) >= 2  # one entry per block of the CLIP
+        assert len(row['mass']) == layers  # one entry per block of the CLIP
         assert [int(b) for b in row['mass']] == list(range(1, len(row['mass']) + 1))
         assert all(0 <= m <= 1 for m in row['mass'].values())
     assert list((tmp_path / "wd").iterdir())  # the text-prototype cache went there

@@ -57,18 +57,19 @@ def test_pass2_from_memory_is_the_full_pass_bit_for_bit(tiny_clip, records, tmp_
     assert cached.fingerprint == full.fingerprint  # cache settings change nothing
 
 
-def test_disk_cache_serves_a_resumed_pass2(tiny_clip, records, tmp_path, monkeypatch):
+@pytest.mark.parametrize('caa', [{}, dict(caa_blocks=0)], ids=['caa', 'caa_off'])
+def test_disk_cache_serves_a_resumed_pass2(tiny_clip, records, tmp_path, monkeypatch, caa):
     clean = tmp_path / 'clean'
-    run(tiny_clip, records, clean, cache_memory_gb=0)
+    run(tiny_clip, records, clean, cache_memory_gb=0, **caa)
     cache_dir, out = tmp_path / 'cache', tmp_path / 'out'
     real = kill_on_write(monkeypatch, 4)
     with pytest.raises(KeyboardInterrupt):
-        run(tiny_clip, records, out, cache_memory_gb=0, cache_dir=str(cache_dir))
+        run(tiny_clip, records, out, cache_memory_gb=0, cache_dir=str(cache_dir), **caa)
     monkeypatch.setattr(pl, 'write_pseudo_label', real)
     left = list(cache_dir.rglob('*.pt'))
     assert len(left) == len(records) - 3  # entries of finished images were dropped
     calls = count_forwards(tiny_clip, monkeypatch)
-    run(tiny_clip, records, out, cache_memory_gb=0, cache_dir=str(cache_dir))
+    run(tiny_clip, records, out, cache_memory_gb=0, cache_dir=str(cache_dir), **caa)
     assert calls == []  # prototypes reused, every remaining image from the disk cache
     assert png_bytes(out) == png_bytes(clean)
     assert not cache_dir.exists() or not list(cache_dir.rglob('*'))
@@ -146,7 +147,7 @@ def test_caa_off_uses_the_gradcams_and_keeps_x_last(tiny_clip, records, tmp_path
     assert any(f'{len(records)} images from the pass-2 cache' in m for m in logs)
 
 
-def test_caa_settings_leave_the_fingerprint_when_caa_is_off(tiny_clip, records, tmp_path):
+def test_caa_settings_enter_the_fingerprint_at_their_defaults_when_caa_is_off(tiny_clip, records, tmp_path):
     """With CAA off, Φ / Sinkhorn rounds / affinity power change no byte, so they must not
     force a rerun (they enter at their defaults: a folder written before keeps its
     fingerprint); with CAA on they do."""

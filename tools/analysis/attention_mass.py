@@ -88,21 +88,22 @@ def class_attention(phase1, records: Sequence[ImageRecord], num_per_class: int
         if not rec.seg_map_path or not osp.isfile(rec.seg_map_path):
             raise FileNotFoundError(f'{rec.img_path}: no ground-truth mask '
                                     f'({rec.seg_map_path}); the screen needs masks')
-    out: Dict[int, dict] = {}
-    for c in sorted(chosen):
-        area, mass = [], {b: [] for b in blocks}
-        for rec in chosen[c]:
-            size = clip_input_size(*image_size(rec.img_path), clip.patch_size,
-                                   phase1.cam.scale)
-            x = load_batch(phase1, [rec], size)[1].to(clip.device)
-            _, attn, grid = clip.gradcam_inputs(x, blocks)
-            on = (patch_labels(rec, grid) == c).to(clip.device)
-            area.append(float(on.float().mean()))
+    area: Dict[int, List[float]] = {c: [] for c in chosen}
+    mass = {c: {b: [] for b in blocks} for c in chosen}
+    for rec in {r.name: r for recs in chosen.values() for r in recs}.values():
+        # one CLIP forward per image, shared by the classes it was chosen for
+        size = clip_input_size(*image_size(rec.img_path), clip.patch_size, phase1.cam.scale)
+        x = load_batch(phase1, [rec], size)[1].to(clip.device)
+        _, attn, grid = clip.gradcam_inputs(x, blocks)
+        labels = patch_labels(rec, grid).to(clip.device)
+        for c in (c for c in rec.labels if rec in chosen[c]):
+            on = labels == c
+            area[c].append(float(on.float().mean()))
             for b in blocks:
-                mass[b].append(attention_mass(attn[b][0].float(), on))
-        out[c] = dict(images=len(chosen[c]), area=float(np.mean(area)),
-                      mass={b: float(np.mean(v)) for b, v in mass.items()})
-    return out
+                mass[c][b].append(attention_mass(attn[b][0].float(), on))
+    return {c: dict(images=len(chosen[c]), area=float(np.mean(area[c])),
+                    mass={b: float(np.mean(v)) for b, v in mass[c].items()})
+            for c in sorted(chosen)}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:

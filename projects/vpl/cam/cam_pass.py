@@ -114,8 +114,7 @@ def cam_batches(phase1, records: Sequence[ImageRecord], protos: torch.Tensor,
                 nxt = load(j + 1)
             labels = [r.labels for r in batch]
             entries = [cache.get(r.name, device) for r in batch] if reuse[j] else []
-            if entries and all(e is not None and (e[1] is not None) == bool(phase1.blocks)
-                               for e in entries):
+            if entries and all(e is not None for e in entries):
                 h, w = in_sizes[j]
                 out = gradcam_from_last(clip, torch.stack([e[0] for e in entries]),
                                         (h // patch, w // patch), labels, protos,
