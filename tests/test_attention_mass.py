@@ -41,6 +41,7 @@ def test_tool_on_a_config(tiny_voc, tmp_path, monkeypatch):
     assert sum(row['images'] for row in result['classes'].values()) > len(loaded)
     layers = Config.fromfile(str(config)).tiny_clip_cfg['vision_cfg']['layers']
     assert json.loads(out.read_text())['classes'].keys() == result['classes'].keys()
+    assert result['cfg_options'] == {'work_dir': str(tmp_path / 'wd')}  # which CLIP
     assert result['classes']
     for row in result['classes'].values():
         assert 1 <= row['images'] <= 2 and 0 < row['area'] <= 1

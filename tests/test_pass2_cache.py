@@ -147,7 +147,8 @@ def test_caa_off_uses_the_gradcams_and_keeps_x_last(tiny_clip, records, tmp_path
     assert any(f'{len(records)} images from the pass-2 cache' in m for m in logs)
 
 
-def test_caa_settings_enter_the_fingerprint_at_their_defaults_when_caa_is_off(tiny_clip, records, tmp_path):
+def test_caa_settings_enter_the_fingerprint_at_their_defaults_when_caa_is_off(
+        tiny_clip, records, tmp_path):
     """With CAA off, Φ / Sinkhorn rounds / affinity power change no byte, so they must not
     force a rerun (they enter at their defaults: a folder written before keeps its
     fingerprint); with CAA on they do."""

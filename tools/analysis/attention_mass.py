@@ -17,7 +17,8 @@ nearest):
   averaged over all query patches — ``mass / area`` > 1: the block gathers the class,
   < 1: it looks elsewhere.
 
-The JSON (``--json``): ``classes`` → ``{name: dict(images, area, mass={block: value})}``.
+The JSON (``--json``): ``config``, ``cfg_options`` (which checkpoint), ``split``,
+``num_per_class`` and ``classes`` → ``{name: dict(images, area, mass={block: value})}``.
 A diagnostic of the model, not of the method: it reads ground-truth masks, so it never
 feeds training.
 """
@@ -90,8 +91,9 @@ def class_attention(phase1, records: Sequence[ImageRecord], num_per_class: int
                                     f'({rec.seg_map_path}); the screen needs masks')
     area: Dict[int, List[float]] = {c: [] for c in chosen}
     mass = {c: {b: [] for b in blocks} for c in chosen}
-    for rec in {r.name: r for recs in chosen.values() for r in recs}.values():
-        # one CLIP forward per image, shared by the classes it was chosen for
+    picked = {id(r) for recs in chosen.values() for r in recs}
+    for rec in (r for r in records if id(r) in picked):
+        # one CLIP forward per image (list order), shared by the classes it was chosen for
         size = clip_input_size(*image_size(rec.img_path), clip.patch_size, phase1.cam.scale)
         x = load_batch(phase1, [rec], size)[1].to(clip.device)
         _, attn, grid = clip.gradcam_inputs(x, blocks)
@@ -126,7 +128,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         lines.append(f'{classes[c]:12s} {row["images"]:6d} {row["area"]:6.3f} ' +
                      ' '.join(f'{row["mass"][b]:6.3f}' for b in blocks) +
                      f'  {row["mass"][blocks[-1]] / max(row["area"], 1e-12):9.2f}')
-    result = dict(config=args.config, split=args.split, num_per_class=args.num_per_class,
+    result = dict(config=args.config, cfg_options=args.cfg_options, split=args.split,
+                  num_per_class=args.num_per_class,
                   classes={classes[c]: row for c, row in per_class.items()})
     return emit(result, '\n'.join(lines), args.json)
 
