@@ -6,7 +6,7 @@
 _base_ = ['../../configs/vpl_clip_toy.py']
 
 data_root = 'data/toy_e2e'  # overridden by the test
-toy_world = dict(seed=5, num_train=64, num_val=16, image_size=112)  # see the test
+toy_world = dict(seed=1, num_train=64, num_val=16, image_size=112)  # see the test
 
 train_dataloader = dict(
     dataset=dict(dataset=dict(data_root=data_root, generate=toy_world)))
@@ -27,7 +27,7 @@ custom_hooks = [
         overwrite=False,
         cam=dict(scale=1.0, batch_size=16, method='grads_batched', amp=None, phi=0.4,
                  caa_blocks=0, sinkhorn_rounds=3, affinity_power=1, bg_power=1.0),
-        vpl=dict(target='cam', tau_t=None, tau_i=0.03, lr=0.01, iters=1000,
+        vpl=dict(target='cam', tau_t=None, tau_i=0.03, lr=0.003, iters=1000,
                  reduction='pixel_mean', pixels_per_image=None, batch_pixels=None,
                  dtype='float32', feature_dtype='float32', pixel_device=None, seed=0,
                  log_interval=500),
