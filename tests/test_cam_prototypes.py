@@ -199,7 +199,10 @@ def _worker(rank, world, port, items, z, block, kwargs, queue):
         torch.set_num_threads(1)
         part = build(items, block, rank, world)
         out = [learn_prototypes(part, z, **kw) for kw in kwargs]
-        queue.put((rank, [(w, log['loss']) for w, log in out],
+        # numpy, not tensors: a tensor on an mp queue is passed as a file descriptor that
+        # the parent fetches from this process, which may have exited by then
+        # (ConnectionResetError on a loaded machine); numpy is pickled by value
+        queue.put((rank, [(w.numpy(), log['loss']) for w, log in out],
                    gap_metrics(part, out[0][0], z, C)))
     finally:
         torch.distributed.destroy_process_group()
@@ -229,7 +232,7 @@ def test_two_ranks_give_the_bits_of_one_rank():
     metrics = gap_metrics(build(items, 3), single[0][0], z, C)
     for _, runs, gap in results:
         for (w, loss), (w1, log1) in zip(runs, single):
-            assert torch.equal(w, w1)
+            assert torch.equal(torch.from_numpy(w), w1)
             assert loss == log1['loss']
         assert gap['patch_acc'] == pytest.approx(metrics['patch_acc'])
     assert not torch.equal(single[0][0], single[1][0])  # the mini-batch run differs
