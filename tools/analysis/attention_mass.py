@@ -80,32 +80,36 @@ def class_attention(phase1, records: Sequence[ImageRecord], num_per_class: int
     """Per foreground class id: ``images``, mean ``area`` and per-block mean ``mass``
     (module docstring) over its first ``num_per_class`` images of ``records``."""
     clip, blocks = phase1.clip, tuple(range(1, phase1.clip.num_layers + 1))
-    chosen: Dict[int, List[ImageRecord]] = {}
-    for rec in records:
+    # record index -> the classes it was chosen for (insertion order = list order)
+    picked: Dict[int, List[int]] = {}
+    count: Dict[int, int] = {}
+    for i, rec in enumerate(records):
         for c in rec.labels:
-            if len(chosen.setdefault(c, [])) < num_per_class:
-                chosen[c].append(rec)
-    for rec in (r for recs in chosen.values() for r in recs):
+            if count.get(c, 0) < num_per_class:
+                count[c] = count.get(c, 0) + 1
+                picked.setdefault(i, []).append(c)
+    for i in picked:
+        rec = records[i]
         if not rec.seg_map_path or not osp.isfile(rec.seg_map_path):
             raise FileNotFoundError(f'{rec.img_path}: no ground-truth mask '
                                     f'({rec.seg_map_path}); the screen needs masks')
-    area: Dict[int, List[float]] = {c: [] for c in chosen}
-    mass = {c: {b: [] for b in blocks} for c in chosen}
-    picked = {id(r) for recs in chosen.values() for r in recs}
-    for rec in (r for r in records if id(r) in picked):
-        # one CLIP forward per image (list order), shared by the classes it was chosen for
+    area: Dict[int, List[float]] = {c: [] for c in count}
+    mass = {c: {b: [] for b in blocks} for c in count}
+    for i, classes in picked.items():
+        # one CLIP forward per image, shared by the classes it was chosen for
+        rec = records[i]
         size = clip_input_size(*image_size(rec.img_path), clip.patch_size, phase1.cam.scale)
         x = load_batch(phase1, [rec], size)[1].to(clip.device)
         _, attn, grid = clip.gradcam_inputs(x, blocks)
         labels = patch_labels(rec, grid).to(clip.device)
-        for c in (c for c in rec.labels if rec in chosen[c]):
+        for c in classes:
             on = labels == c
             area[c].append(float(on.float().mean()))
             for b in blocks:
                 mass[c][b].append(attention_mass(attn[b][0].float(), on))
-    return {c: dict(images=len(chosen[c]), area=float(np.mean(area[c])),
+    return {c: dict(images=count[c], area=float(np.mean(area[c])),
                     mass={b: float(np.mean(v)) for b, v in mass[c].items()})
-            for c in sorted(chosen)}
+            for c in sorted(count)}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
