@@ -29,9 +29,10 @@
 #   decoder: 1 transformer layer of width 128, 4 heads; 200 iterations of batch 8 on
 #     112-px crops with WeCLIP's AdamW (lr 2e-3, 20-iteration warm-up): on a short
 #     schedule it learnt faster than the paper's SGD (toy val 20.0 vs 12.3 mIoU after 300
-#     iterations with a 50-iteration warm-up, measured on the first toy bench and CLIP,
-#     not re-run since); lr, schedule and trainable prototypes re-checked on this CLIP
-#     (docs/phase2.md); fixed logit scale 1/0.03 (learnable, it collapsed).
+#     iterations on cached features, AdamW with a 50-iteration warm-up; measured on the
+#     first toy bench and CLIP, not re-run since); lr, schedule and trainable prototypes
+#     re-checked on this CLIP (docs/phase2.md); fixed logit scale 1/0.03 (learnable, it
+#     collapsed).
 _base_ = [
     './_base_/models/vpl_clip_vplhead.py', './_base_/datasets/toy_world.py',
     './_base_/default_runtime.py', './_base_/schedules/weclip_adamw_30k.py'
