@@ -48,8 +48,22 @@ def test_tool_on_a_config(tiny_voc, tmp_path, monkeypatch):
         assert len(row['mass']) == layers  # one entry per block of the CLIP
         assert [int(b) for b in row['mass']] == list(range(1, len(row['mass']) + 1))
         assert all(0 <= m <= 1 for m in row['mass'].values())
+        assert 0 < row['prob'] < 1 and 0 <= row['kept'] <= 1  # text GradCAM's sign
+    # --images: only the named images, in the split's order; unknown names fail first
+    names = (tiny_voc / 'ImageSets/Segmentation/train.txt').read_text().split()
+    listed = tmp_path / 'images.txt'
+    listed.write_text(f'{names[1]}\n{names[0]}\n')
+    loaded.clear()
+    sub = tool.main([str(config), '--images', str(listed)] + opts)
+    assert sorted(set(loaded)) == sorted(names[:2])
+    assert sub['images'] == str(listed)
+    assert sum(row['images'] for row in sub['classes'].values()) < sum(
+        row['images'] for row in result['classes'].values())
+    listed.write_text('no_such_image\n')
+    with pytest.raises(KeyError, match='no_such_image'):
+        tool.main([str(config), '--images', str(listed)] + opts)
     assert list((tmp_path / "wd").iterdir())  # the text-prototype cache went there
-    first = (tiny_voc / 'ImageSets/Segmentation/train.txt').read_text().split()[0]
+    first = names[0]
     mask = tiny_voc / 'SegmentationClass' / f'{first}.png'
     mask.unlink()
     with pytest.raises(FileNotFoundError, match=first):  # the dataset reads labels from it

@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from projects.vpl.cam.gradcam import GRADCAM_METHODS, allowed_mask, clip_gradcam
+from projects.vpl.cam.gradcam import (GRADCAM_METHODS, allowed_mask, cam_from_grads,
+                                      clip_gradcam, raw_gradcam)
 
 torch.set_num_threads(1)
 NUM_FG = 5
@@ -121,6 +122,16 @@ def test_prototypes_change_the_cams(setup):
     a = clip_gradcam(clip, images[:1], [[1, 2]], protos, NUM_FG).cams[0]
     b = clip_gradcam(clip, images[:1], [[1, 2]], protos.flip(0), NUM_FG).cams[0]
     assert not torch.allclose(a, b, atol=1e-3)
+
+
+def test_raw_gradcam_is_the_signed_map_the_cam_clamps():
+    # 1 image, class token + 3 patches, 2 channels; weights = mean patch gradient (1, -1)
+    act = torch.tensor([[[9., 9.], [2., 0.], [0., 3.], [1., 1.]]])
+    grad = torch.tensor([[[5., 5.], [1., -2.], [2., -1.], [0., 0.]]])
+    raw = raw_gradcam(act, grad)
+    assert torch.allclose(raw, torch.tensor([[2., -3., 0.]]))  # class token left out
+    cam = cam_from_grads(act, grad, (1, 3))
+    assert torch.allclose(cam.flatten(), torch.tensor([1., 0., 0.]), atol=1e-6)
 
 
 def test_allowed_mask():

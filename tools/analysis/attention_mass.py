@@ -2,7 +2,7 @@
 world's seeds).
 
     python tools/analysis/attention_mass.py CONFIG [--split train|val] [--num-per-class N] \
-        [--json OUT] [--cfg-options model.backbone.clip.checkpoint=...]
+        [--images FILE] [--json OUT] [--cfg-options model.backbone.clip.checkpoint=...]
 
 CLIP-ES's GradCAM (docs/method.md §2) reads the last block's ``ln_1`` output, and its
 gradient reaches a patch only through that block's attention: a class whose patches the
@@ -15,17 +15,25 @@ nearest):
 * for every block ``b``: ``mass`` = the share of each patch's attention (head average,
   over all tokens, the class token included) that lands on the class's patches,
   averaged over all query patches — ``mass / area`` > 1: the block gathers the class,
-  < 1: it looks elsewhere.
+  < 1: it looks elsewhere;
+* the text-prototype GradCAM of the class on those images: ``prob``, CLIP-ES's target
+  (the softmax probability of the class over the image's classes and the background
+  concepts), and ``kept``, the share of the class's patches where GradCAM before its
+  ReLU is positive (:func:`~projects.vpl.cam.gradcam.raw_gradcam`) — near 0: the map
+  misses the object, 0 on it (docs/phase1.md, the green tent).
 
+``--images FILE`` (one image name per line) screens only those images, e.g. the toy
+images whose caption names a colour: ``grep " green tent" captions_train.txt | cut -f1``.
 The JSON (``--json``): ``config``, ``cfg_options`` (which checkpoint), ``split``,
-``num_per_class`` and ``classes`` → ``{name: dict(images, area, mass={block: value})}``.
+``num_per_class``, ``images`` and ``classes`` →
+``{name: dict(images, area, mass={block: value}, prob, kept)}``.
 A diagnostic of the model, not of the method: it reads ground-truth masks, so it never
 feeds training.
 """
 import argparse
 import os.path as osp
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -39,6 +47,8 @@ from mmengine.config import DictAction  # noqa: E402
 
 from paper_tables import emit  # noqa: E402
 from projects.vpl.cam.cam_pass import load_batch  # noqa: E402
+from projects.vpl.cam.gradcam import (allowed_mask, masked_softmax_probs,  # noqa: E402
+                                      raw_gradcam)
 from projects.vpl.cam.images import (ImageRecord, clip_input_size, image_size,  # noqa: E402
                                      load_mask)
 from visualize_cams import class_names, phase1_from_config, split_records  # noqa: E402
@@ -50,6 +60,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--split', choices=['train', 'val'], default='train')
     p.add_argument('--num-per-class', type=int, default=15,
                    help='images per class (the first that contain it; default 15)')
+    p.add_argument('--images', help='screen only the images named in this file '
+                   '(one name per line)')
     p.add_argument('--json', help='write the figures here')
     p.add_argument('--device', default=None, help='cuda / cpu (default: cuda if available)')
     p.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -57,6 +69,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.num_per_class < 1:
         p.error('--num-per-class must be >= 1')
+    if args.images and not osp.isfile(args.images):
+        p.error(f'--images {args.images}: no such file')
     return args
 
 
@@ -75,10 +89,26 @@ def patch_labels(rec: ImageRecord, grid) -> torch.Tensor:
                          mode='nearest-exact').flatten().long()
 
 
+def text_gradcam(phase1, x_last: torch.Tensor, grid, labels: Sequence[int], cls: int
+                 ) -> Tuple[float, torch.Tensor]:
+    """CLIP-ES's target probability of class ``cls`` on one image (``x_last`` (1, 1+hw,
+    width), its present class ids ``labels``) with the text prototypes, and its GradCAM
+    before the ReLU, ``(hw,)``."""
+    clip, protos = phase1.clip, phase1.text_protos
+    act = clip.last_block_ln1(x_last).detach().requires_grad_(True)
+    allowed = allowed_mask([list(labels)], phase1.num_fg, protos.shape[0], x_last.device)
+    with torch.enable_grad():
+        embed, _ = clip.finish_from_ln1(x_last, act, grid)
+        prob = masked_softmax_probs(embed, protos, allowed, clip.logit_scale)[0, cls - 1]
+        grad, = torch.autograd.grad(prob, act)
+    return float(prob.detach()), raw_gradcam(act.detach(), grad)[0]
+
+
 def class_attention(phase1, records: Sequence[ImageRecord], num_per_class: int
                     ) -> Dict[int, dict]:
-    """Per foreground class id: ``images``, mean ``area`` and per-block mean ``mass``
-    (module docstring) over its first ``num_per_class`` images of ``records``."""
+    """Per foreground class id: ``images``, mean ``area``, per-block mean ``mass``, mean
+    ``prob`` and ``kept`` (module docstring) over its first ``num_per_class`` images of
+    ``records``."""
     clip, blocks = phase1.clip, tuple(range(1, phase1.clip.num_layers + 1))
     # record index -> the classes it was chosen for (insertion order = list order)
     picked: Dict[int, List[int]] = {}
@@ -94,22 +124,44 @@ def class_attention(phase1, records: Sequence[ImageRecord], num_per_class: int
             raise FileNotFoundError(f'{rec.img_path}: no ground-truth mask '
                                     f'({rec.seg_map_path}); the screen needs masks')
     area: Dict[int, List[float]] = {c: [] for c in count}
+    prob: Dict[int, List[float]] = {c: [] for c in count}
+    kept: Dict[int, List[float]] = {c: [] for c in count}
     mass = {c: {b: [] for b in blocks} for c in count}
     for i, classes in picked.items():
         # one CLIP forward per image, shared by the classes it was chosen for
         rec = records[i]
         size = clip_input_size(*image_size(rec.img_path), clip.patch_size, phase1.cam.scale)
         x = load_batch(phase1, [rec], size)[1].to(clip.device)
-        _, attn, grid = clip.gradcam_inputs(x, blocks)
+        x_last, attn, grid = clip.gradcam_inputs(x, blocks)
         labels = patch_labels(rec, grid).to(clip.device)
         for c in classes:
             on = labels == c
             area[c].append(float(on.float().mean()))
             for b in blocks:
                 mass[c][b].append(attention_mass(attn[b][0].float(), on))
+            p, raw = text_gradcam(phase1, x_last, grid, rec.labels, c)
+            prob[c].append(p)
+            if on.any():  # a class can vanish at the patch grid
+                kept[c].append(float((raw[on] > 0).float().mean()))
     return {c: dict(images=count[c], area=float(np.mean(area[c])),
-                    mass={b: float(np.mean(v)) for b, v in mass[c].items()})
+                    mass={b: float(np.mean(v)) for b, v in mass[c].items()},
+                    prob=float(np.mean(prob[c])),
+                    kept=float(np.mean(kept[c])) if kept[c] else None)
             for c in sorted(count)}
+
+
+def named_records(records: Sequence[ImageRecord], path: str) -> List[ImageRecord]:
+    """The records named in ``path`` (one image name per line), in the records' order;
+    a name the split does not have is an error."""
+    with open(path, encoding='utf-8') as f:
+        names = [line.strip() for line in f if line.strip()]
+    known = {r.name for r in records}
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise KeyError(f'{path}: {len(missing)} image(s) not in the split, e.g. '
+                       f'{missing[:3]}')
+    wanted = set(names)
+    return [r for r in records if r.name in wanted]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
@@ -118,22 +170,27 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     cfg, _, phase1, meta, _ = phase1_from_config(args.config, args.cfg_options, None,
                                                  args.device, logger=lambda m: None)
     clip, classes = phase1.clip, class_names(meta, phase1.num_fg)
+    records = split_records(cfg, args.split, phase1, phase1.num_fg)
+    if args.images:
+        records = named_records(records, args.images)
     with torch.no_grad():
-        per_class = class_attention(phase1, split_records(cfg, args.split, phase1,
-                                                          phase1.num_fg),
-                                    args.num_per_class)
+        per_class = class_attention(phase1, records, args.num_per_class)
     blocks = list(range(1, clip.num_layers + 1))
     lines = [f'attention mass on each class\'s patches ({args.split}; share of each patch\'s '
              'attention, mean over query patches; mass/area > 1: the block gathers the '
              'class)',
              f'{"class":12s} {"images":>6s} {"area":>6s} ' +
-             ' '.join(f'{"b" + str(b):>6s}' for b in blocks) + '  last/area']
+             ' '.join(f'{"b" + str(b):>6s}' for b in blocks) +
+             '  last/area    prob  kept (text GradCAM: target probability, share of the '
+             'class\'s patches > 0 before the ReLU)']
     for c, row in per_class.items():
+        kept = 'n/a' if row['kept'] is None else f'{row["kept"]:.2f}'
         lines.append(f'{classes[c]:12s} {row["images"]:6d} {row["area"]:6.3f} ' +
                      ' '.join(f'{row["mass"][b]:6.3f}' for b in blocks) +
-                     f'  {row["mass"][blocks[-1]] / max(row["area"], 1e-12):9.2f}')
+                     f'  {row["mass"][blocks[-1]] / max(row["area"], 1e-12):9.2f}' +
+                     f'  {row["prob"]:6.3f}  {kept:>4s}')
     result = dict(config=args.config, cfg_options=args.cfg_options, split=args.split,
-                  num_per_class=args.num_per_class,
+                  num_per_class=args.num_per_class, images=args.images,
                   classes={classes[c]: row for c, row in per_class.items()})
     return emit(result, '\n'.join(lines), args.json)
 

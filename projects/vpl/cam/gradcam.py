@@ -121,9 +121,16 @@ def cam_from_grads(act: torch.Tensor, grad: torch.Tensor,
     first pass peaks below 1 and the second lifts it back towards 1; the uint8 box
     threshold of CAA depends on that peak.
     """
-    weights = grad[:, 1:].float().mean(dim=1)
-    cam = torch.einsum('npc,nc->np', act[:, 1:].float(), weights).clamp_min(0)
+    cam = raw_gradcam(act, grad).clamp_min(0)
     return minmax_normalise(minmax_normalise(cam.view(-1, *grid)))
+
+
+def raw_gradcam(act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """GradCAM before its ReLU, ``(N, hw)``: per patch token ``Σ weight·act`` with weights =
+    the mean of the gradient over the patch tokens (the class token left out). Where it
+    is negative the CAM is 0 (:func:`cam_from_grads`)."""
+    weights = grad[:, 1:].float().mean(dim=1)
+    return torch.einsum('npc,nc->np', act[:, 1:].float(), weights)
 
 
 def clip_gradcam(clip, images: torch.Tensor, labels: Sequence[Sequence[int]],
