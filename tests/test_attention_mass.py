@@ -1,14 +1,19 @@
 """tools/analysis/attention_mass.py: the per-class attention screen (docs/phase1.md)."""
 import json
 import sys
+from collections import Counter
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from PIL import Image
 from conftest import ROOT
 from mmengine.config import Config
 
 from projects.vpl.cam.cam_pass import load_batch
+from projects.vpl.cam.gradcam import clip_gradcam, minmax_normalise
 from projects.vpl.cam.images import ImageRecord
 
 sys.path.insert(0, str(ROOT / 'tools' / 'analysis'))
@@ -26,6 +31,44 @@ def test_mass_is_the_share_of_each_query_on_the_patches():
     on = torch.tensor([True, False, False, True])
     assert tool.attention_mass(attn, on) == pytest.approx((0.55 + 0.8 + 0.5 + 0.0) / 4)
     assert tool.attention_mass(torch.full((4, 4), 0.25), on) == pytest.approx(0.5)
+
+
+def test_text_gradcam_is_the_cam_path_before_its_relu(tiny_clip):
+    torch.manual_seed(2)
+    image = torch.randn(1, 3, 48, 64)
+    protos = F.normalize(torch.randn(4 + 3, tiny_clip.embed_dim), dim=-1)
+    labels = [1, 3]
+    phase1 = SimpleNamespace(clip=tiny_clip, text_protos=protos, num_fg=4)
+    x_last, _, grid = tiny_clip.gradcam_inputs(image)
+    ref = clip_gradcam(tiny_clip, image, [labels], protos, 4)
+    for k, c in enumerate(labels):
+        prob, raw = tool.text_gradcam(phase1, x_last, grid, labels, c)
+        cam = minmax_normalise(minmax_normalise(raw.clamp_min(0).view(1, *grid)))[0]
+        assert torch.allclose(cam, ref.cams[0][k], atol=1e-5)  # this class's own map
+        embed, _ = tiny_clip.finish_from_ln1(x_last, tiny_clip.last_block_ln1(x_last), grid)
+        logits = tiny_clip.logit_scale * F.normalize(embed, dim=-1) @ protos.t()
+        allowed = [i - 1 for i in labels] + list(range(4, 7))
+        expected = logits[0, allowed].softmax(-1)[k]
+        assert prob == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_named_records_keep_the_split_order_and_name_strangers(tmp_path):
+    records = [ImageRecord(n, f'{n}.jpg', [1], f'{n}.png') for n in ('a', 'b', 'c')]
+    listed = tmp_path / 'names.txt'
+    listed.write_text('c\n\n a \na\n')
+    names = tool.read_names(str(listed))
+    assert [r.name for r in tool.named_records(records, names, 'L', 'train')] == ['a', 'c']
+    with pytest.raises(KeyError, match=r"L: 1 image\(s\) not in the val split.*'z'"):
+        tool.named_records(records, ['a', 'z'], 'L', 'val')
+    listed.write_text('\n \n')
+    with pytest.raises(ValueError, match='names.txt: no image names'):
+        tool.read_names(str(listed))
+    for bad in (listed, tmp_path / 'missing.txt'):  # empty / absent: argparse error
+        with pytest.raises(SystemExit):
+            tool.parse_args(['cfg.py', '--images', str(bad)])
+    listed.write_text('a\n')
+    assert tool.parse_args(['cfg.py', '--images', str(listed)]).num_per_class is None
+    assert tool.parse_args(['cfg.py']).num_per_class == 15
 
 
 def test_tool_on_a_config(tiny_voc, tmp_path, monkeypatch):
@@ -48,20 +91,25 @@ def test_tool_on_a_config(tiny_voc, tmp_path, monkeypatch):
         assert len(row['mass']) == layers  # one entry per block of the CLIP
         assert [int(b) for b in row['mass']] == list(range(1, len(row['mass']) + 1))
         assert all(0 <= m <= 1 for m in row['mass'].values())
-        assert 0 < row['prob'] < 1 and 0 <= row['kept'] <= 1  # text GradCAM's sign
-    # --images: only the named images, in the split's order; unknown names fail first
+        assert 0 < row['prob'] < 1  # text GradCAM's target
+        assert row['kept'] is not None and 0 <= row['kept'] <= 1
+    # --images: only the named images, in the split's order, every one of them
     names = (tiny_voc / 'ImageSets/Segmentation/train.txt').read_text().split()
     listed = tmp_path / 'images.txt'
     listed.write_text(f'{names[1]}\n{names[0]}\n')
     loaded.clear()
     sub = tool.main([str(config), '--images', str(listed)] + opts)
-    assert sorted(set(loaded)) == sorted(names[:2])
-    assert sub['images'] == str(listed)
-    assert sum(row['images'] for row in sub['classes'].values()) < sum(
-        row['images'] for row in result['classes'].values())
+    assert loaded == names[:2]
+    assert sub['images_file'] == str(listed)
+    present = Counter(int(c) for n in names[:2] for c in np.unique(np.asarray(
+        Image.open(tiny_voc / 'SegmentationClass' / f'{n}.png'))) if 0 < c < 255)
+    assert sorted(row['images'] for row in sub['classes'].values()) == sorted(
+        present.values())  # no cap with --images: every class of both images
     listed.write_text('no_such_image\n')
-    with pytest.raises(KeyError, match='no_such_image'):
+    loaded.clear()
+    with pytest.raises(KeyError, match='train split.*no_such_image'):
         tool.main([str(config), '--images', str(listed)] + opts)
+    assert not loaded  # before any forward
     assert list((tmp_path / "wd").iterdir())  # the text-prototype cache went there
     first = names[0]
     mask = tiny_voc / 'SegmentationClass' / f'{first}.png'

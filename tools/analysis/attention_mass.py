@@ -22,10 +22,13 @@ nearest):
   ReLU is positive (:func:`~projects.vpl.cam.gradcam.raw_gradcam`) — near 0: the map
   misses the object, 0 on it (docs/phase1.md, the green tent).
 
-``--images FILE`` (one image name per line) screens only those images, e.g. the toy
-images whose caption names a colour: ``grep " green tent" captions_train.txt | cut -f1``.
+``kept`` is averaged over the images where the class has patches at the grid (``None``
+when it has none); the other figures over all its images. It runs without ``cam.amp`` (float32).
+``--images FILE`` (one image name per line) screens only those images, all of them
+unless ``--num-per-class`` is given, e.g. the toy images whose caption calls the tent
+green: ``grep -E " green( [a-z]+)? tent" captions_train.txt | cut -f1``.
 The JSON (``--json``): ``config``, ``cfg_options`` (which checkpoint), ``split``,
-``num_per_class``, ``images`` and ``classes`` →
+``num_per_class``, ``images_file`` and ``classes`` →
 ``{name: dict(images, area, mass={block: value}, prob, kept)}``.
 A diagnostic of the model, not of the method: it reads ground-truth masks, so it never
 feeds training.
@@ -58,8 +61,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('config', help='a config with a VisionPrototypeHook')
     p.add_argument('--split', choices=['train', 'val'], default='train')
-    p.add_argument('--num-per-class', type=int, default=15,
-                   help='images per class (the first that contain it; default 15)')
+    p.add_argument('--num-per-class', type=int, default=None,
+                   help='images per class (the first that contain it; default 15, '
+                   'with --images all)')
     p.add_argument('--images', help='screen only the images named in this file '
                    '(one name per line)')
     p.add_argument('--json', help='write the figures here')
@@ -67,10 +71,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--cfg-options', nargs='+', action=DictAction,
                    help='override config settings, key=value')
     args = p.parse_args(argv)
-    if args.num_per_class < 1:
+    if args.num_per_class is not None and args.num_per_class < 1:
         p.error('--num-per-class must be >= 1')
-    if args.images and not osp.isfile(args.images):
-        p.error(f'--images {args.images}: no such file')
+    if args.images:
+        try:
+            args.image_names = read_names(args.images)
+        except (OSError, ValueError) as e:
+            p.error(f'--images: {e}')
+    if args.num_per_class is None and not args.images:
+        args.num_per_class = 15
     return args
 
 
@@ -104,18 +113,18 @@ def text_gradcam(phase1, x_last: torch.Tensor, grid, labels: Sequence[int], cls:
     return float(prob.detach()), raw_gradcam(act.detach(), grad)[0]
 
 
-def class_attention(phase1, records: Sequence[ImageRecord], num_per_class: int
+def class_attention(phase1, records: Sequence[ImageRecord], num_per_class: Optional[int]
                     ) -> Dict[int, dict]:
     """Per foreground class id: ``images``, mean ``area``, per-block mean ``mass``, mean
     ``prob`` and ``kept`` (module docstring) over its first ``num_per_class`` images of
-    ``records``."""
+    ``records`` (None: all)."""
     clip, blocks = phase1.clip, tuple(range(1, phase1.clip.num_layers + 1))
     # record index -> the classes it was chosen for (insertion order = list order)
     picked: Dict[int, List[int]] = {}
     count: Dict[int, int] = {}
     for i, rec in enumerate(records):
         for c in rec.labels:
-            if count.get(c, 0) < num_per_class:
+            if num_per_class is None or count.get(c, 0) < num_per_class:
                 count[c] = count.get(c, 0) + 1
                 picked.setdefault(i, []).append(c)
     for i in picked:
@@ -150,16 +159,24 @@ def class_attention(phase1, records: Sequence[ImageRecord], num_per_class: int
             for c in sorted(count)}
 
 
-def named_records(records: Sequence[ImageRecord], path: str) -> List[ImageRecord]:
-    """The records named in ``path`` (one image name per line), in the records' order;
-    a name the split does not have is an error."""
+def read_names(path: str) -> List[str]:
+    """Image names of ``path``, one per line (blank lines skipped); none is an error."""
     with open(path, encoding='utf-8') as f:
         names = [line.strip() for line in f if line.strip()]
+    if not names:
+        raise ValueError(f'{path}: no image names')
+    return names
+
+
+def named_records(records: Sequence[ImageRecord], names: Sequence[str], source: str,
+                  split: str) -> List[ImageRecord]:
+    """The records of ``names`` (read from ``source``) in the records' order; a name
+    the ``split`` does not have is an error."""
     known = {r.name for r in records}
     missing = [n for n in names if n not in known]
     if missing:
-        raise KeyError(f'{path}: {len(missing)} image(s) not in the split, e.g. '
-                       f'{missing[:3]}')
+        raise KeyError(f'{source}: {len(missing)} image(s) not in the {split} split, e.g. '
+                       f'{missing[:3]} (--split?)')
     wanted = set(names)
     return [r for r in records if r.name in wanted]
 
@@ -172,7 +189,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     clip, classes = phase1.clip, class_names(meta, phase1.num_fg)
     records = split_records(cfg, args.split, phase1, phase1.num_fg)
     if args.images:
-        records = named_records(records, args.images)
+        records = named_records(records, args.image_names, args.images, args.split)
     with torch.no_grad():
         per_class = class_attention(phase1, records, args.num_per_class)
     blocks = list(range(1, clip.num_layers + 1))
@@ -190,7 +207,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                      f'  {row["mass"][blocks[-1]] / max(row["area"], 1e-12):9.2f}' +
                      f'  {row["prob"]:6.3f}  {kept:>4s}')
     result = dict(config=args.config, cfg_options=args.cfg_options, split=args.split,
-                  num_per_class=args.num_per_class, images=args.images,
+                  num_per_class=args.num_per_class, images_file=args.images,
                   classes={classes[c]: row for c, row in per_class.items()})
     return emit(result, '\n'.join(lines), args.json)
 
