@@ -54,7 +54,8 @@ from projects.vpl.cam.gradcam import (allowed_mask, masked_softmax_probs,  # noq
                                       raw_gradcam)
 from projects.vpl.cam.images import (ImageRecord, clip_input_size, image_size,  # noqa: E402
                                      load_mask)
-from visualize_cams import class_names, phase1_from_config, split_records  # noqa: E402
+from visualize_cams import (class_names, phase1_from_config, select,  # noqa: E402
+                            split_records)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -168,19 +169,6 @@ def read_names(path: str) -> List[str]:
     return names
 
 
-def named_records(records: Sequence[ImageRecord], names: Sequence[str], source: str,
-                  split: str) -> List[ImageRecord]:
-    """The records of ``names`` (read from ``source``) in the records' order; a name
-    the ``split`` does not have is an error."""
-    known = {r.name for r in records}
-    missing = [n for n in names if n not in known]
-    if missing:
-        raise KeyError(f'{source}: {len(missing)} image(s) not in the {split} split, e.g. '
-                       f'{missing[:3]} (--split?)')
-    wanted = set(names)
-    return [r for r in records if r.name in wanted]
-
-
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Print the table (and write ``--json``); returns the JSON's content."""
     args = parse_args(argv)
@@ -189,7 +177,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     clip, classes = phase1.clip, class_names(meta, phase1.num_fg)
     records = split_records(cfg, args.split, phase1, phase1.num_fg)
     if args.images:
-        records = named_records(records, args.image_names, args.images, args.split)
+        records = select(records, args.image_names, 0, 0)  # unknown names: KeyError
     with torch.no_grad():
         per_class = class_attention(phase1, records, args.num_per_class)
     blocks = list(range(1, clip.num_layers + 1))
