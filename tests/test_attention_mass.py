@@ -50,6 +50,16 @@ def test_text_gradcam_is_the_cam_path_before_its_relu(tiny_clip):
         allowed = [i - 1 for i in labels] + list(range(4, 7))
         expected = logits[0, allowed].softmax(-1)[k]
         assert prob == pytest.approx(float(expected), rel=1e-5)
+    # the patches' own recognition: each patch's dense embedding against the allowed
+    # prototypes by cosine (the last block's output, as the CAM path's dense features)
+    _, dense = tiny_clip.finish_from_ln1(x_last, tiny_clip.last_block_ln1(x_last), grid)
+    cos = F.normalize(dense[0].flatten(1).t(), dim=-1) @ protos.t()
+    cos[:, [i for i in range(4) if i + 1 not in labels]] = -2
+    best = cos.argmax(1)
+    expected = torch.where(best < 4, best + 1, torch.zeros_like(best))
+    near = tool.patch_nearest(phase1, x_last, grid, labels)
+    assert near.shape == (grid[0] * grid[1],) and torch.equal(near, expected)
+    assert set(near.tolist()) <= {0, *labels}
 
 
 def test_image_lists_are_checked_before_the_clip_loads(tmp_path):
@@ -89,6 +99,7 @@ def test_tool_on_a_config(tiny_voc, tmp_path, monkeypatch):
         assert all(0 <= m <= 1 for m in row['mass'].values())
         assert 0 < row['prob'] < 1  # text GradCAM's target
         assert row['kept'] is not None and 0 <= row['kept'] <= 1
+        assert row['nearest'] is not None and 0 <= row['nearest'] <= 1
     # --images: only the named images, in the list's order, every one of them
     names = (tiny_voc / 'ImageSets/Segmentation/train.txt').read_text().split()
     listed = tmp_path / 'images.txt'

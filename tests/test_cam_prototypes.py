@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from projects.vpl.cam.images import shard
 from projects.vpl.cam.pixel_set import PixelSet, PixelSetBuilder
-from projects.vpl.cam.prototypes import gap_metrics, image_targets, learn_prototypes
+from projects.vpl.cam.prototypes import (gap_metrics, image_targets, learn_prototypes,
+                                        nearest_prototype)
 
 torch.set_num_threads(1)
 C, B, D = 6, 4, 48
@@ -59,6 +60,20 @@ def planted_gap(target='text', images=60, n=32, noise=3.0, znoise=0.25, seed=0,
                               cams)
         out.append((f'im{i}', x, allowed, t, torch.where(cls < C, cls + 1, 0)))
     return (out if items else build(out)), z
+
+
+def test_nearest_prototype_by_hand():
+    """Cosine, not dot product; only allowed prototypes; background concepts -> 0."""
+    protos = torch.tensor([[1.0, 0.0], [0.0, 1.0], [10.0, 10.0], [-1.0, 0.0]])  # C=2, B=2
+    x = torch.tensor([[2.0, 0.1], [0.1, 2.0], [1.0, 1.2], [-3.0, 0.1], [0.2, 1.0]])
+    allowed = torch.tensor([True, True, True, True])[None].expand(5, -1)
+    # a long prototype does not win by its norm: row 2 is nearest to the diagonal (bg)
+    assert nearest_prototype(x, protos, allowed, 2).tolist() == [1, 2, 0, 0, 2]
+    allowed = torch.tensor([[True, False, True, True]] * 4 + [[True, False, False, True]])
+    # class 2 absent: its rows go to the nearest allowed one
+    assert nearest_prototype(x, protos, allowed, 2).tolist() == [1, 0, 0, 0, 1]
+    one = torch.tensor([[False, True, False, True]])  # broadcast over the rows
+    assert nearest_prototype(x, protos, one, 2).tolist() == [2, 2, 2, 0, 2]
 
 
 @pytest.mark.parametrize('target', ['text', 'cam'])

@@ -20,16 +20,22 @@ nearest):
   (the softmax probability of the class over the image's classes and the background
   concepts), and ``kept``, the share of the class's patches where GradCAM before its
   ReLU is positive (:func:`~projects.vpl.cam.gradcam.raw_gradcam`) — near 0: the map
-  misses the object, 0 on it (docs/phase1.md, the green tent).
+  misses the object, 0 on it (docs/phase1.md, the green tent);
+* ``nearest``: the share of the class's patches whose dense embedding (the last block's
+  output, projected) is nearest to the class's text prototype among the allowed ones
+  (the image's classes and the background concepts;
+  :func:`~projects.vpl.cam.prototypes.nearest_prototype`) — the patches' own
+  recognition, which GradCAM does not read: high ``nearest`` with low ``kept`` puts
+  the loss in GradCAM, low ``nearest`` in the features.
 
-``kept`` is averaged over the images where the class has patches at the grid (``None``
+``kept`` and ``nearest`` are averaged over the images where the class has patches at the grid (``None``
 when it has none); the other figures over all its images. It runs without ``cam.amp`` (float32).
 ``--images FILE`` (one image name per line) screens only those images, all of them
 unless ``--num-per-class`` is given, e.g. the toy images whose caption calls the tent
 green: ``grep -E " green( [a-z]+)? tent" captions_train.txt | cut -f1``.
 The JSON (``--json``): ``config``, ``cfg_options`` (which checkpoint), ``split``,
 ``num_per_class``, ``images_file`` and ``classes`` →
-``{name: dict(images, area, mass={block: value}, prob, kept)}``.
+``{name: dict(images, area, mass={block: value}, prob, kept, nearest)}``.
 A diagnostic of the model, not of the method: it reads ground-truth masks, so it never
 feeds training.
 """
@@ -52,6 +58,7 @@ from paper_tables import emit  # noqa: E402
 from projects.vpl.cam.cam_pass import load_batch  # noqa: E402
 from projects.vpl.cam.gradcam import (allowed_mask, masked_softmax_probs,  # noqa: E402
                                       raw_gradcam)
+from projects.vpl.cam.prototypes import nearest_prototype  # noqa: E402
 from projects.vpl.cam.images import (ImageRecord, clip_input_size, image_size,  # noqa: E402
                                      load_mask)
 from visualize_cams import (class_names, phase1_from_config, select,  # noqa: E402
@@ -114,10 +121,19 @@ def text_gradcam(phase1, x_last: torch.Tensor, grid, labels: Sequence[int], cls:
     return float(prob.detach()), raw_gradcam(act.detach(), grad)[0]
 
 
+def patch_nearest(phase1, x_last: torch.Tensor, grid, labels: Sequence[int]) -> torch.Tensor:
+    """``(hw,)``: the class id of each patch's nearest allowed text prototype on one image
+    (``x_last`` (1, 1+hw, width), present class ids ``labels``; 0: a background concept)."""
+    clip, protos = phase1.clip, phase1.text_protos
+    _, dense = clip.finish_from_ln1(x_last, clip.last_block_ln1(x_last), grid)
+    allowed = allowed_mask([list(labels)], phase1.num_fg, protos.shape[0], x_last.device)
+    return nearest_prototype(dense[0].flatten(1).t(), protos, allowed, phase1.num_fg)
+
+
 def class_attention(phase1, records: Sequence[ImageRecord], num_per_class: Optional[int]
                     ) -> Dict[int, dict]:
     """Per foreground class id: ``images``, mean ``area``, per-block mean ``mass``, mean
-    ``prob`` and ``kept`` (module docstring) over its first ``num_per_class`` images of
+    ``prob``, ``kept`` and ``nearest`` (module docstring) over its first ``num_per_class`` images of
     ``records`` (None: all)."""
     clip, blocks = phase1.clip, tuple(range(1, phase1.clip.num_layers + 1))
     # record index -> the classes it was chosen for (insertion order = list order)
@@ -136,6 +152,7 @@ def class_attention(phase1, records: Sequence[ImageRecord], num_per_class: Optio
     area: Dict[int, List[float]] = {c: [] for c in count}
     prob: Dict[int, List[float]] = {c: [] for c in count}
     kept: Dict[int, List[float]] = {c: [] for c in count}
+    nearest: Dict[int, List[float]] = {c: [] for c in count}
     mass = {c: {b: [] for b in blocks} for c in count}
     for i, classes in picked.items():
         # one CLIP forward per image, shared by the classes it was chosen for
@@ -144,6 +161,7 @@ def class_attention(phase1, records: Sequence[ImageRecord], num_per_class: Optio
         x = load_batch(phase1, [rec], size)[1].to(clip.device)
         x_last, attn, grid = clip.gradcam_inputs(x, blocks)
         labels = patch_labels(rec, grid).to(clip.device)
+        near = patch_nearest(phase1, x_last, grid, rec.labels)
         for c in classes:
             on = labels == c
             area[c].append(float(on.float().mean()))
@@ -153,10 +171,12 @@ def class_attention(phase1, records: Sequence[ImageRecord], num_per_class: Optio
             prob[c].append(p)
             if on.any():  # a class can vanish at the patch grid
                 kept[c].append(float((raw[on] > 0).float().mean()))
+                nearest[c].append(float((near[on] == c).float().mean()))
     return {c: dict(images=count[c], area=float(np.mean(area[c])),
                     mass={b: float(np.mean(v)) for b, v in mass[c].items()},
                     prob=float(np.mean(prob[c])),
-                    kept=float(np.mean(kept[c])) if kept[c] else None)
+                    kept=float(np.mean(kept[c])) if kept[c] else None,
+                    nearest=float(np.mean(nearest[c])) if nearest[c] else None)
             for c in sorted(count)}
 
 
@@ -186,14 +206,15 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
              'class)',
              f'{"class":12s} {"images":>6s} {"area":>6s} ' +
              ' '.join(f'{"b" + str(b):>6s}' for b in blocks) +
-             '  last/area    prob  kept (text GradCAM: target probability, share of the '
-             'class\'s patches > 0 before the ReLU)']
+             '  last/area    prob  kept  nearest (text GradCAM: target probability, share '
+             'of the class\'s patches > 0 before the ReLU; share of them nearest to the '
+             'class\'s text prototype)']
     for c, row in per_class.items():
-        kept = 'n/a' if row['kept'] is None else f'{row["kept"]:.2f}'
+        kept, near = ('n/a' if row[k] is None else f'{row[k]:.2f}' for k in ('kept', 'nearest'))
         lines.append(f'{classes[c]:12s} {row["images"]:6d} {row["area"]:6.3f} ' +
                      ' '.join(f'{row["mass"][b]:6.3f}' for b in blocks) +
                      f'  {row["mass"][blocks[-1]] / max(row["area"], 1e-12):9.2f}' +
-                     f'  {row["prob"]:6.3f}  {kept:>4s}')
+                     f'  {row["prob"]:6.3f}  {kept:>4s}  {near:>7s}')
     result = dict(config=args.config, cfg_options=args.cfg_options, split=args.split,
                   num_per_class=args.num_per_class, images_file=args.images,
                   classes={classes[c]: row for c, row in per_class.items()})

@@ -11,7 +11,7 @@ from .config import CAMConfig, Phase1Result, VPLConfig
 from .pass2_cache import Pass2Cache
 from .phase1 import Phase1
 from .pixel_set import PixelSet, PixelSetBuilder
-from .prototypes import gap_metrics, image_targets, learn_prototypes
+from .prototypes import gap_metrics, image_targets, learn_prototypes, nearest_prototype
 from .pseudo_labels import (PseudoLabelWriter, load_cam_file, pseudo_label_path,
                             score_stack)
 
@@ -23,5 +23,6 @@ __all__ = [
     'minmax_normalise', 'Pass2Cache',
     'ImageRecord', 'make_records', 'CAMConfig', 'Phase1', 'Phase1Result', 'VPLConfig',
     'PixelSet', 'PixelSetBuilder', 'gap_metrics', 'image_targets', 'learn_prototypes',
+    'nearest_prototype',
     'PseudoLabelWriter', 'load_cam_file', 'pseudo_label_path', 'score_stack',
 ]

@@ -251,6 +251,17 @@ def learn_prototypes(pixels: PixelSet, init: torch.Tensor, tau_i: float = 0.03,
     return protos.float(), log
 
 
+def nearest_prototype(x: torch.Tensor, protos: torch.Tensor, allowed: torch.Tensor,
+                      num_fg: int) -> torch.Tensor:
+    """Class id of each feature row of ``x`` ``(N, D)``: its nearest prototype by cosine
+    among the allowed ones (``allowed`` ``(N, C+B)`` or ``(1, C+B)`` bool: the image's
+    classes and every background concept, docs/method.md §4); a background concept
+    gives 0. ``(N,)`` long."""
+    best = (x.float() @ F.normalize(protos.float(), dim=1).t()).masked_fill(
+        ~allowed, float('-inf')).argmax(dim=1)
+    return torch.where(best < num_fg, best + 1, torch.zeros_like(best))
+
+
 @torch.no_grad()
 def gap_metrics(pixels: PixelSet, protos: torch.Tensor, text_protos: torch.Tensor,
                 num_fg: int, chunk: int = 262144) -> Dict[str, float]:
@@ -280,8 +291,7 @@ def gap_metrics(pixels: PixelSet, protos: torch.Tensor, text_protos: torch.Tenso
             x = pixels.features[sel].to(device, torch.float32)
             lab = pixels.labels[sel].to(device).long()
             allowed = pixels.allowed[pixels.image_index[sel].long()].to(device)
-            best = (x @ protos.t()).masked_fill(~allowed, float('-inf')).argmax(dim=1)
-            pred = torch.where(best < num_fg, best + 1, torch.zeros_like(best))
+            pred = nearest_prototype(x, protos, allowed, num_fg)
             valid = lab <= num_fg
             fg = valid & (lab > 0)
             hits += torch.stack([(pred == lab)[valid].sum(), valid.sum(),
