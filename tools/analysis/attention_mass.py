@@ -25,11 +25,12 @@ nearest):
   output, projected) is nearest to the class's text prototype among the allowed ones
   (the image's classes and the background concepts;
   :func:`~projects.vpl.cam.prototypes.nearest_prototype`) — the patches' own
-  recognition, which GradCAM does not read: high ``nearest`` with low ``kept`` puts
-  the loss in GradCAM, low ``nearest`` in the features.
+  recognition, which GradCAM's map does not use directly: high ``nearest`` with low
+  ``kept`` puts the loss in GradCAM's path, low ``nearest`` in the features.
 
-``kept`` and ``nearest`` are averaged over the images where the class has patches at the grid (``None``
-when it has none); the other figures over all its images. It runs without ``cam.amp`` (float32).
+``kept`` and ``nearest`` are averaged over the images where the class has patches at
+the grid (``None`` when it has none); the other figures over all its images. It runs
+without ``cam.amp`` (float32).
 ``--images FILE`` (one image name per line) screens only those images, all of them
 unless ``--num-per-class`` is given, e.g. the toy images whose caption calls the tent
 green: ``grep -E " green( [a-z]+)? tent" captions_train.txt | cut -f1``.
@@ -58,9 +59,9 @@ from paper_tables import emit  # noqa: E402
 from projects.vpl.cam.cam_pass import load_batch  # noqa: E402
 from projects.vpl.cam.gradcam import (allowed_mask, masked_softmax_probs,  # noqa: E402
                                       raw_gradcam)
-from projects.vpl.cam.prototypes import nearest_prototype  # noqa: E402
 from projects.vpl.cam.images import (ImageRecord, clip_input_size, image_size,  # noqa: E402
                                      load_mask)
+from projects.vpl.cam.prototypes import nearest_prototype  # noqa: E402
 from visualize_cams import (class_names, phase1_from_config, select,  # noqa: E402
                             split_records)
 
@@ -133,8 +134,8 @@ def patch_nearest(phase1, x_last: torch.Tensor, grid, labels: Sequence[int]) -> 
 def class_attention(phase1, records: Sequence[ImageRecord], num_per_class: Optional[int]
                     ) -> Dict[int, dict]:
     """Per foreground class id: ``images``, mean ``area``, per-block mean ``mass``, mean
-    ``prob``, ``kept`` and ``nearest`` (module docstring) over its first ``num_per_class`` images of
-    ``records`` (None: all)."""
+    ``prob``, ``kept`` and ``nearest`` (module docstring) over its first
+    ``num_per_class`` images of ``records`` (None: all)."""
     clip, blocks = phase1.clip, tuple(range(1, phase1.clip.num_layers + 1))
     # record index -> the classes it was chosen for (insertion order = list order)
     picked: Dict[int, List[int]] = {}
