@@ -67,7 +67,8 @@ def test_nearest_prototype_by_hand():
     protos = torch.tensor([[1.0, 0.0], [0.0, 1.0], [10.0, 10.0], [-1.0, 0.0]])  # C=2, B=2
     x = torch.tensor([[2.0, 0.1], [0.1, 2.0], [1.0, 1.2], [-3.0, 0.1], [0.2, 1.0]])
     allowed = torch.tensor([True, True, True, True])[None].expand(5, -1)
-    # a long prototype does not win by its norm: row 2 is nearest to the diagonal (bg)
+    # a long prototype does not win by its norm: a dot product would give rows 0 and 4
+    # to the long diagonal (a background concept)
     assert nearest_prototype(x, protos, allowed, 2).tolist() == [1, 2, 0, 0, 2]
     allowed = torch.tensor([[True, False, True, True]] * 4 + [[True, False, False, True]])
     # class 2 absent: its rows go to the nearest allowed one
