@@ -57,8 +57,8 @@ from mmengine.config import DictAction  # noqa: E402
 
 from paper_tables import emit  # noqa: E402
 from projects.vpl.cam.cam_pass import load_batch  # noqa: E402
-from projects.vpl.cam.gradcam import (allowed_mask, masked_softmax_probs,  # noqa: E402
-                                      raw_gradcam)
+from projects.vpl.cam.gradcam import (allowed_mask, raw_gradcam,  # noqa: E402
+                                      target_prob_grads)
 from projects.vpl.cam.images import (ImageRecord, clip_input_size, image_size,  # noqa: E402
                                      load_mask)
 from projects.vpl.cam.prototypes import nearest_prototype  # noqa: E402
@@ -113,13 +113,12 @@ def text_gradcam(phase1, x_last: torch.Tensor, grid, labels: Sequence[int], cls:
     width), its present class ids ``labels``) with the text prototypes, and its GradCAM
     before the ReLU, ``(hw,)``."""
     clip, protos = phase1.clip, phase1.text_protos
-    act = clip.last_block_ln1(x_last).detach().requires_grad_(True)
+    with torch.no_grad():
+        act = clip.last_block_ln1(x_last)
     allowed = allowed_mask([list(labels)], phase1.num_fg, protos.shape[0], x_last.device)
-    with torch.enable_grad():
-        embed, _ = clip.finish_from_ln1(x_last, act, grid)
-        prob = masked_softmax_probs(embed, protos, allowed, clip.logit_scale)[0, cls - 1]
-        grad, = torch.autograd.grad(prob, act)
-    return float(prob.detach()), raw_gradcam(act.detach(), grad)[0]
+    prob, grad, _ = target_prob_grads(clip, x_last, act, grid, protos, allowed,
+                                      torch.tensor([cls - 1], device=x_last.device))
+    return float(prob[0]), raw_gradcam(act, grad)[0]
 
 
 def patch_nearest(phase1, x_last: torch.Tensor, grid, labels: Sequence[int]) -> torch.Tensor:

@@ -133,6 +133,28 @@ def raw_gradcam(act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     return torch.einsum('npc,nc->np', act[:, 1:].float(), weights)
 
 
+def target_prob_grads(clip, x_last: torch.Tensor, act: torch.Tensor, grid: Tuple[int, int],
+                      prototypes: torch.Tensor, allowed: torch.Tensor, cls: torch.Tensor,
+                      amp_dtype: Optional[torch.dtype] = None
+                      ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One target class per row: CLIP-ES's target, the softmax probability of class index
+    ``cls[n]`` (0-based) over the ``allowed`` prototypes (docs/method.md §2), its gradient
+    with respect to the last block's normalised input ``act`` ``(N, 1+hw, width)`` (from
+    ``x_last`` by ``clip.last_block_ln1``), and the dense embeddings.
+
+    Returns:
+        ``(probs (N,), grad (N, 1+hw, width), dense (N, D, h, w))``; ``probs`` detached.
+    """
+    act = act.detach().requires_grad_(True)
+    autocast = torch.autocast(act.device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+    with torch.enable_grad(), autocast:
+        embed, dense = clip.finish_from_ln1(x_last, act, grid)
+        probs = masked_softmax_probs(embed, prototypes, allowed, clip.logit_scale)
+        target = probs[torch.arange(len(cls), device=act.device), cls]
+        grad, = torch.autograd.grad(target.sum(), act)
+    return target.detach(), grad, dense
+
+
 def clip_gradcam(clip, images: torch.Tensor, labels: Sequence[Sequence[int]],
                  prototypes: torch.Tensor, num_fg: int, attn_blocks: Sequence[int] = (),
                  return_features: bool = False, method: str = 'grads_batched',
@@ -198,12 +220,9 @@ def gradcam_from_last(clip, x_last: torch.Tensor, grid: Tuple[int, int],
         rows = torch.repeat_interleave(torch.arange(len(labels), device=device),
                                        torch.tensor(counts, device=device))
         cls = torch.tensor([int(c) - 1 for ids in labels for c in ids], device=device)
-        act_rows = act[rows].detach().requires_grad_(True)
-        with torch.enable_grad(), autocast:
-            embed, dense = clip.finish_from_ln1(x_last[rows], act_rows, grid)
-            probs = masked_softmax_probs(embed, prototypes, allowed[rows], scale)
-            grad, = torch.autograd.grad(probs[torch.arange(len(cls)), cls].sum(), act_rows)
-        cams = cam_from_grads(act_rows.detach(), grad, grid)
+        _, grad, dense = target_prob_grads(clip, x_last[rows], act[rows], grid, prototypes,
+                                           allowed[rows], cls, amp_dtype)
+        cams = cam_from_grads(act[rows], grad, grid)
         first = torch.tensor([0] + counts[:-1], device=device).cumsum(0)
         dense = dense[first]
     else:
