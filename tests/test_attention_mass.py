@@ -13,6 +13,7 @@ from conftest import ROOT
 from mmengine.config import Config
 
 from projects.vpl.cam.cam_pass import load_batch
+from projects.vpl.clip import FrozenCLIP
 from projects.vpl.cam.gradcam import clip_gradcam, minmax_normalise
 from projects.vpl.cam.images import ImageRecord
 
@@ -42,7 +43,7 @@ def test_text_gradcam_is_the_cam_path_before_its_relu(tiny_clip):
     x_last, _, grid = tiny_clip.gradcam_inputs(image)
     ref = clip_gradcam(tiny_clip, image, [labels], protos, 4)
     for k, c in enumerate(labels):
-        prob, raw = tool.text_gradcam(phase1, x_last, grid, labels, c)
+        prob, raw, dense = tool.text_gradcam(phase1, x_last, grid, labels, c)
         cam = minmax_normalise(minmax_normalise(raw.clamp_min(0).view(1, *grid)))[0]
         assert torch.allclose(cam, ref.cams[0][k], atol=1e-5)  # this class's own map
         embed, _ = tiny_clip.finish_from_ln1(x_last, tiny_clip.last_block_ln1(x_last), grid)
@@ -57,7 +58,7 @@ def test_text_gradcam_is_the_cam_path_before_its_relu(tiny_clip):
     cos[:, [i for i in range(4) if i + 1 not in labels]] = -2
     best = cos.argmax(1)
     expected = torch.where(best < 4, best + 1, torch.zeros_like(best))
-    near = tool.patch_nearest(phase1, x_last, grid, labels)
+    near = tool.patch_nearest(phase1, dense, labels)
     assert near.shape == (grid[0] * grid[1],) and torch.equal(near, expected)
     assert set(near.tolist()) <= {0, *labels}
 
@@ -81,12 +82,17 @@ def test_tool_on_a_config(tiny_voc, tmp_path, monkeypatch):
     config = write_config(tmp_path, tiny_voc)
     out = tmp_path / 'mass.json'
     opts = ['--device', 'cpu', '--cfg-options', f'work_dir={tmp_path / "wd"}']
-    loaded = []
+    loaded, finished = [], []
     monkeypatch.setattr(tool, 'load_batch', lambda phase1, batch, size: loaded.append(
         batch[0].name) or load_batch(phase1, batch, size))
+    finish = FrozenCLIP.finish_from_ln1
+    monkeypatch.setattr(FrozenCLIP, 'finish_from_ln1', lambda self, *a: finished.append(
+        1) or finish(self, *a))
     result = tool.main([str(config), '--num-per-class', '2', '--json', str(out)] + opts)
-    # one CLIP forward per image, however many of its classes chose it
+    # one CLIP forward per image, however many of its classes chose it, and one pass of
+    # the last block per (image, class): the nearest prototypes reuse the GradCAM's
     assert len(loaded) == len(set(loaded))
+    assert len(finished) == sum(row['images'] for row in result['classes'].values())
     assert sum(row['images'] for row in result['classes'].values()) > len(loaded)
     layers = Config.fromfile(str(config)).tiny_clip_cfg['vision_cfg']['layers']
     assert json.loads(out.read_text())['classes'].keys() == result['classes'].keys()

@@ -108,25 +108,26 @@ def patch_labels(rec: ImageRecord, grid) -> torch.Tensor:
 
 
 def text_gradcam(phase1, x_last: torch.Tensor, grid, labels: Sequence[int], cls: int
-                 ) -> Tuple[float, torch.Tensor]:
+                 ) -> Tuple[float, torch.Tensor, torch.Tensor]:
     """CLIP-ES's target probability of class ``cls`` on one image (``x_last`` (1, 1+hw,
-    width), its present class ids ``labels``) with the text prototypes, and its GradCAM
-    before the ReLU, ``(hw,)``."""
+    width), its present class ids ``labels``) with the text prototypes, its GradCAM
+    before the ReLU ``(hw,)`` and the image's dense embeddings ``(1, D, h, w)`` (the same
+    for every ``cls``; :func:`patch_nearest` reads them)."""
     clip, protos = phase1.clip, phase1.text_protos
     with torch.no_grad():
         act = clip.last_block_ln1(x_last)
     allowed = allowed_mask([list(labels)], phase1.num_fg, protos.shape[0], x_last.device)
-    prob, grad, _ = target_prob_grads(clip, x_last, act, grid, protos, allowed,
-                                      torch.tensor([cls - 1], device=x_last.device))
-    return float(prob[0]), raw_gradcam(act, grad)[0]
+    prob, grad, dense = target_prob_grads(clip, x_last, act, grid, protos, allowed,
+                                          torch.tensor([cls - 1], device=x_last.device))
+    return float(prob[0]), raw_gradcam(act, grad)[0], dense.detach()
 
 
-def patch_nearest(phase1, x_last: torch.Tensor, grid, labels: Sequence[int]) -> torch.Tensor:
+def patch_nearest(phase1, dense: torch.Tensor, labels: Sequence[int]) -> torch.Tensor:
     """``(hw,)``: the class id of each patch's nearest allowed text prototype on one image
-    (``x_last`` (1, 1+hw, width), present class ids ``labels``; 0: a background concept)."""
-    clip, protos = phase1.clip, phase1.text_protos
-    _, dense = clip.finish_from_ln1(x_last, clip.last_block_ln1(x_last), grid)
-    allowed = allowed_mask([list(labels)], phase1.num_fg, protos.shape[0], x_last.device)
+    (its dense embeddings ``dense`` (1, D, h, w) from :func:`text_gradcam`, present class
+    ids ``labels``; 0: a background concept)."""
+    protos = phase1.text_protos
+    allowed = allowed_mask([list(labels)], phase1.num_fg, protos.shape[0], dense.device)
     return nearest_prototype(dense[0].flatten(1).t(), protos, allowed, phase1.num_fg)
 
 
@@ -161,13 +162,15 @@ def class_attention(phase1, records: Sequence[ImageRecord], num_per_class: Optio
         x = load_batch(phase1, [rec], size)[1].to(clip.device)
         x_last, attn, grid = clip.gradcam_inputs(x, blocks)
         labels = patch_labels(rec, grid).to(clip.device)
-        near = patch_nearest(phase1, x_last, grid, rec.labels)
+        near = None
         for c in classes:
             on = labels == c
             area[c].append(float(on.float().mean()))
             for b in blocks:
                 mass[c][b].append(attention_mass(attn[b][0].float(), on))
-            p, raw = text_gradcam(phase1, x_last, grid, rec.labels, c)
+            p, raw, dense = text_gradcam(phase1, x_last, grid, rec.labels, c)
+            if near is None:  # the last block's output does not depend on c
+                near = patch_nearest(phase1, dense, rec.labels)
             prob[c].append(p)
             if on.any():  # a class can vanish at the patch grid
                 kept[c].append(float((raw[on] > 0).float().mean()))

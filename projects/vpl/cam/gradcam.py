@@ -220,9 +220,10 @@ def gradcam_from_last(clip, x_last: torch.Tensor, grid: Tuple[int, int],
         rows = torch.repeat_interleave(torch.arange(len(labels), device=device),
                                        torch.tensor(counts, device=device))
         cls = torch.tensor([int(c) - 1 for ids in labels for c in ids], device=device)
-        _, grad, dense = target_prob_grads(clip, x_last[rows], act[rows], grid, prototypes,
+        act_rows = act[rows]
+        _, grad, dense = target_prob_grads(clip, x_last[rows], act_rows, grid, prototypes,
                                            allowed[rows], cls, amp_dtype)
-        cams = cam_from_grads(act[rows], grad, grid)
+        cams = cam_from_grads(act_rows, grad, grid)
         first = torch.tensor([0] + counts[:-1], device=device).cumsum(0)
         dense = dense[first]
     else:
