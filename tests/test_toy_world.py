@@ -1,4 +1,5 @@
 """The toy world generator, its MMSeg dataset, the compact tokenizer and the shipped CLIP."""
+import hashlib
 import importlib.util
 import os
 import re
@@ -216,6 +217,17 @@ def test_pretraining_tool_tiny_run_and_refused_resume(tmp_path):
     model, tok, meta = _pretrain_tool().load_toy_clip(str(out))
     assert meta['steps'] == 3 and meta['finished'] and meta['typical_colour_prob'] == 0.5
     assert {'cls_auc', 'cls_auc_atypical', 'patch_auc_atypical'} <= set(meta['metrics'])
+    assert meta['init_recipe'] is None
+    # a second stage (--init) names the first in its meta: the shipped checkpoint's recipe
+    stage2 = tmp_path / 'stage2.pth'
+    cmd2 = cmd[:cmd.index('--work-dir')] + ['--work-dir', str(tmp_path / 'work2'), '--out',
+                                            str(stage2), '--init', str(out)]
+    res = subprocess.run(cmd2, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    recipe = _pretrain_tool().load_toy_clip(str(stage2))[2]['init_recipe']
+    assert recipe['sha256'] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert recipe['steps'] == 3 and recipe['command'] == meta['command']
+    assert 'history' not in recipe and recipe['init_recipe'] is None
     state = torch.load(work / 'last.pth', weights_only=False)
     assert state['key']['world_version'] == GENERATOR_VERSION
     state['key']['world_version'] -= 1

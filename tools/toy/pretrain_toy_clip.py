@@ -76,6 +76,7 @@ The shipped checkpoint (defaults; niced, in the background; 30.1 min wall with t
     nohup nice -n 10 env OMP_NUM_THREADS=2 python tools/toy/pretrain_toy_clip.py --threads 2 &
 """
 import argparse
+import hashlib
 import io
 import json
 import math
@@ -338,6 +339,21 @@ def load_toy_clip(path: str) -> Tuple[torch.nn.Module, CompactTokenizer, dict]:
     return model.eval(), tok, ckpt.get('meta', {})
 
 
+def stage_recipe(init: dict, path: str) -> dict:
+    """What an ``--init`` run started from, kept in its meta so a curriculum's checkpoint
+    names every stage: the file's SHA-256 and, for a checkpoint of this script, its meta
+    (command, settings, final metrics; its own ``init_recipe`` nests the stage before it)
+    without the evaluation history. A ``--work-dir``'s ``last.pth`` has no meta: its step
+    and settings instead."""
+    with open(path, 'rb') as f:
+        sha = hashlib.sha256(f.read()).hexdigest()
+    if 'meta' in init:
+        recipe = {k: v for k, v in init['meta'].items() if k != 'history'}
+    else:
+        recipe = dict(step=init.get('step'), settings=init.get('key'))
+    return dict(recipe, sha256=sha)
+
+
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--out', default='checkpoints/toy_clip_vit96.pth')
@@ -412,12 +428,14 @@ def main() -> None:
     if args.patch_dropout > 0:  # the same dropout, recording the kept tokens
         model.visual.patch_dropout = RecordingPatchDropout(args.patch_dropout)
     bias = torch.nn.Parameter(torch.tensor(-2.0))  # prompt-loss bias; training only
+    init_recipe = None
     if args.init:
         init = torch.load(args.init, map_location='cpu', weights_only=False)
         weights = init.get('model') or init['state_dict']
         model.load_state_dict({k: v.float() for k, v in weights.items()})
         if 'bias' in init:
             bias.data.copy_(init['bias'])
+        init_recipe = stage_recipe(init, args.init)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and 'embedding' not in n]
     other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and 'embedding' not in n)]
     other.append(bias)
@@ -510,7 +528,7 @@ def main() -> None:
                 cpu_minutes=round(cpu_minutes, 1),
                 threads=args.threads, mean=MEAN, std=STD, classes=list(TOY_CLASSES),
                 background=TOY_BACKGROUND, templates=TOY_TEMPLATES, metrics=history[-1],
-                history=history, command=' '.join(sys.argv))
+                history=history, command=' '.join(sys.argv), init_recipe=init_recipe)
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     atomic_torch_save(dict(model_cfg=cfg, state_dict=state, vocab=vocab, meta=meta), args.out)
     with atomic_open(work / 'metrics.json', 'w') as f:
