@@ -13,9 +13,9 @@ from conftest import ROOT
 from mmengine.config import Config
 
 from projects.vpl.cam.cam_pass import load_batch
-from projects.vpl.clip import FrozenCLIP
 from projects.vpl.cam.gradcam import clip_gradcam, minmax_normalise
 from projects.vpl.cam.images import ImageRecord
+from projects.vpl.clip import FrozenCLIP
 
 sys.path.insert(0, str(ROOT / 'tools' / 'analysis'))
 import attention_mass as tool  # noqa: E402
